@@ -1,0 +1,313 @@
+// FP8 GEMM with fine-grained scaling, NT layout, Hopper (sm_90a):
+//   D[m, n] = sum_k A[m, k] * sfa[m, k / 128] * B[n, k] * sfb[n / 128, k / 128]   (+ D when accumulating)
+// A: e4m3 [M, K] K-major; B: e4m3 [N, K] K-major; sfa: f32, MN-major [ceil(K/128), M_pad4];
+// sfb: f32 [ceil(N/128), sfb_ld]; D: bf16 or f32 [M, N].
+//
+// Persistent and warp-specialized: the last warpgroup is the producer (one thread issues TMA loads
+// of A, B and sfa into a STAGES-deep ring guarded by full/empty mbarriers); the other warpgroups do
+// the math. Per 128-wide K block each math warpgroup runs four m64nNk32 wgmmas into a temporary
+// accumulator, waits, and promotes it into the FP32 result with both scales (the two-level
+// accumulation that keeps FP8 accurate). With a 2-CTA cluster, the operand the pair shares is
+// split in halves, each CTA loads one half and multicasts it to both.
+#pragma once
+#include <deep_gemm/ptx.cuh>
+#include <deep_gemm/scheduler.cuh>
+#include <deep_gemm/wgmma.cuh>
+
+namespace deep_gemm {
+
+struct Fp8GemmParams {
+    TmaDescriptor tma_a;    // A [M, K], box [128, rows loaded by this CTA]
+    TmaDescriptor tma_b;    // B [N, K], box [128, rows loaded by this CTA]
+    TmaDescriptor tma_sfa;  // sfa [K/128 blocks, M] (M innermost), box [BLOCK_M, 1]
+    TmaDescriptor tma_d;    // D viewed as [N/chunk, M, chunk] (chunk = 16 bytes), box [chunk, rows per warpgroup, BLOCK_N/chunk]
+    const float* sfb;       // [ceil(N/128), sfb_ld]
+    void* d;                // D itself, for the direct-store epilogue
+    u32 m, n, k;
+    u32 sfb_ld;
+    u32 ldd;                // D row stride in elements (direct-store epilogue)
+    u32 raster_group;       // N units per scheduler group
+};
+
+// How results leave the kernel.
+enum Epilogue : u32 {
+    kEpilogueTmaStore = 0,   // smem staging + TMA store (needs 16-byte aligned D rows)
+    kEpilogueTmaReduce = 1,  // smem staging + TMA reduce-add into D (FP32 accumulate: D += A B^T)
+    kEpilogueDirect = 2,     // plain predicated global stores (any N, any stride)
+    kEpilogueDirectAccumulate = 3,
+};
+
+template <u32 BLOCK_M, u32 BLOCK_N, u32 STAGES, u32 NUM_MATH_WG, u32 PAIR_AXIS, bool OUT_F32, u32 EPILOGUE>
+struct Fp8GemmConfig {
+    static constexpr u32 BLOCK_K = 128;
+    static constexpr u32 CLUSTER = PAIR_AXIS == 0 ? 1 : 2;
+    static constexpr u32 WG_M = BLOCK_M / NUM_MATH_WG;       // rows per math warpgroup
+    static constexpr u32 M64_PER_WG = WG_M / 64;
+    static constexpr u32 NUM_MATH_THREADS = NUM_MATH_WG * 128;
+    static constexpr u32 NUM_THREADS = NUM_MATH_THREADS + 128;
+    static constexpr u32 OUT_BYTES = OUT_F32 ? 4 : 2;
+    static constexpr u32 CHUNK = 16 / OUT_BYTES;             // output elements per 16-byte TMA row
+    static constexpr bool TMA_EPILOGUE = EPILOGUE == kEpilogueTmaStore || EPILOGUE == kEpilogueTmaReduce;
+
+    static constexpr u32 A_STAGE_BYTES = BLOCK_M * BLOCK_K;
+    static constexpr u32 B_STAGE_BYTES = BLOCK_N * BLOCK_K;
+    static constexpr u32 SFA_STAGE_BYTES = BLOCK_M * 4;
+    static constexpr u32 D_WG_BYTES = TMA_EPILOGUE ? WG_M * BLOCK_N * OUT_BYTES : 0;
+    static constexpr u32 STAGE_TX_BYTES = A_STAGE_BYTES + B_STAGE_BYTES + SFA_STAGE_BYTES;
+
+    // Layout of dynamic shared memory (offsets from a 1024-aligned base). The sfb copy of each math
+    // warpgroup comes last because its size depends on K.
+    static constexpr u32 OFF_A = 0;
+    static constexpr u32 OFF_B = OFF_A + STAGES * A_STAGE_BYTES;
+    static constexpr u32 OFF_D = OFF_B + STAGES * B_STAGE_BYTES;
+    static constexpr u32 OFF_SFA = OFF_D + NUM_MATH_WG * D_WG_BYTES;
+    static constexpr u32 OFF_BARS = OFF_SFA + STAGES * SFA_STAGE_BYTES;
+    static constexpr u32 OFF_SFB = OFF_BARS + 2 * STAGES * 8;
+    // Bytes before the sfb region; the host adds NUM_MATH_WG * 2 * ceil(K/128) * 4 and 1024 of alignment slack.
+    static constexpr u32 FIXED_SMEM_BYTES = OFF_SFB;
+
+    static constexpr u32 PRODUCER_REGS = 40;
+    static constexpr u32 MATH_REGS = NUM_MATH_WG == 1 ? 240 : 232;
+
+    static_assert(BLOCK_M == 64 || BLOCK_M == 128 || BLOCK_M == 256, "BLOCK_M must be 64, 128 or 256");
+    static_assert(M64_PER_WG == 1 || M64_PER_WG == 2, "each math warpgroup owns 64 or 128 rows");
+    static_assert(BLOCK_N % 8 == 0 && BLOCK_N >= 8 && BLOCK_N <= 256, "BLOCK_N must be a multiple of 8 in [8, 256]");
+    // A tile starting at any multiple of BLOCK_N must touch at most two 128-wide B scale blocks.
+    static_assert(BLOCK_N <= 128 + (BLOCK_N & (~BLOCK_N + 1) > 128 ? 128 : (BLOCK_N & (~BLOCK_N + 1))),
+                  "BLOCK_N would let a tile straddle three B scale blocks");
+    static_assert(PAIR_AXIS != 1 || BLOCK_N % 16 == 0, "multicast of B splits the tile into two halves of 8-row groups");
+    static_assert(PAIR_AXIS != 2 || BLOCK_M % 16 == 0, "multicast of A splits the tile into two halves of 8-row groups");
+    static_assert(!(EPILOGUE == kEpilogueTmaReduce || EPILOGUE == kEpilogueDirectAccumulate) || OUT_F32,
+                  "accumulating into D needs FP32 output");
+};
+
+template <u32 BLOCK_M, u32 BLOCK_N, u32 STAGES, u32 NUM_MATH_WG, u32 PAIR_AXIS, bool OUT_F32, u32 EPILOGUE>
+__global__ void __launch_bounds__((NUM_MATH_WG + 1) * 128, 1)
+fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
+    using Cfg = Fp8GemmConfig<BLOCK_M, BLOCK_N, STAGES, NUM_MATH_WG, PAIR_AXIS, OUT_F32, EPILOGUE>;
+    constexpr u32 BLOCK_K = Cfg::BLOCK_K;
+    constexpr u32 CLUSTER = Cfg::CLUSTER;
+
+    extern __shared__ u8 smem_raw[];
+    // Swizzled TMA tiles need 1024-byte alignment; the host reserved the slack.
+    u8* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
+    u64* full_bars = reinterpret_cast<u64*>(smem + Cfg::OFF_BARS);
+    u64* empty_bars = full_bars + STAGES;
+
+    const u32 num_k_blocks = ceil_div(p.k, BLOCK_K);
+    const u32 warpgroup = threadIdx.x / 128;
+
+    if (threadIdx.x == Cfg::NUM_MATH_THREADS) {
+        tma_prefetch_descriptor(&p.tma_a);
+        tma_prefetch_descriptor(&p.tma_b);
+        tma_prefetch_descriptor(&p.tma_sfa);
+        if constexpr (Cfg::TMA_EPILOGUE) tma_prefetch_descriptor(&p.tma_d);
+        for (u32 s = 0; s < STAGES; ++s) {
+            mbar_init(&full_bars[s], 1);
+            // Every math warp of every CTA in the cluster releases a stage, since the multicast
+            // half that this CTA loads lands in its partner's ring too.
+            mbar_init(&empty_bars[s], NUM_MATH_WG * 4 * CLUSTER);
+        }
+        fence_mbar_init();
+    }
+    if constexpr (CLUSTER > 1) cluster_sync(); else __syncthreads();
+
+    TileScheduler<BLOCK_M, BLOCK_N, PAIR_AXIS> scheduler(p.m, p.n, p.raster_group);
+
+    if (warpgroup == NUM_MATH_WG) {
+        // ---------------------------------------------------------------- producer
+        warpgroup_release_registers<Cfg::PRODUCER_REGS>();
+        if (threadIdx.x == Cfg::NUM_MATH_THREADS) {
+            const u32 rank = scheduler.rank;
+            u32 iter = 0, m_block, n_block;
+            while (scheduler.next(m_block, n_block)) {
+                const i32 m0 = m_block * BLOCK_M, n0 = n_block * BLOCK_N;
+                for (u32 kb = 0; kb < num_k_blocks; ++kb, ++iter) {
+                    const u32 s = iter % STAGES, phase = (iter / STAGES) & 1;
+                    mbar_wait(&empty_bars[s], phase ^ 1);
+                    mbar_arrive_expect_tx(&full_bars[s], Cfg::STAGE_TX_BYTES);
+                    const i32 k0 = kb * BLOCK_K;
+                    u8* a_dst = smem + Cfg::OFF_A + s * Cfg::A_STAGE_BYTES;
+                    u8* b_dst = smem + Cfg::OFF_B + s * Cfg::B_STAGE_BYTES;
+                    if constexpr (PAIR_AXIS == 2) {
+                        constexpr u32 HALF = BLOCK_M / 2;
+                        tma_load_2d_multicast(a_dst + rank * HALF * BLOCK_K, &p.tma_a, &full_bars[s], k0, m0 + rank * HALF, 0b11);
+                    } else {
+                        tma_load_2d(a_dst, &p.tma_a, &full_bars[s], k0, m0);
+                    }
+                    if constexpr (PAIR_AXIS == 1) {
+                        constexpr u32 HALF = BLOCK_N / 2;
+                        tma_load_2d_multicast(b_dst + rank * HALF * BLOCK_K, &p.tma_b, &full_bars[s], k0, n0 + rank * HALF, 0b11);
+                    } else {
+                        tma_load_2d(b_dst, &p.tma_b, &full_bars[s], k0, n0);
+                    }
+                    tma_load_2d(smem + Cfg::OFF_SFA + s * Cfg::SFA_STAGE_BYTES, &p.tma_sfa, &full_bars[s], m0, kb);
+                }
+            }
+        }
+    } else {
+        // ---------------------------------------------------------------- math warpgroups
+        warpgroup_claim_registers<Cfg::MATH_REGS>();
+        constexpr u32 M64 = Cfg::M64_PER_WG;
+        constexpr u32 NUM_ACC = BLOCK_N / 2;   // FP32 accumulators per thread per m64 slice
+        const u32 wg_thread = threadIdx.x % 128, warp = wg_thread / 32, lane = lane_id();
+        const u32 barrier_id = 1 + warpgroup;   // named barrier of this warpgroup
+        float* sfb_smem = reinterpret_cast<float*>(smem + Cfg::OFF_SFB) + warpgroup * 2 * num_k_blocks;
+        const u32 num_sfb_rows = ceil_div(p.n, 128u);
+
+        float acc[M64][NUM_ACC];
+        float tmp[M64][NUM_ACC];
+        u32 iter = 0, m_block, n_block;
+        while (scheduler.next(m_block, n_block)) {
+            const u32 m0 = m_block * BLOCK_M, n0 = n_block * BLOCK_N;
+
+            // The tile's B scales: one or two 128-row scale blocks, for every K block.
+            const u32 sfb_row0 = min(n0 / 128, num_sfb_rows - 1);
+            const u32 sfb_row1 = min(sfb_row0 + 1, num_sfb_rows - 1);
+            // Columns of the tile at or past `boundary` use the second scale block.
+            const u32 boundary = (n0 / 128 + 1) * 128 - n0;
+            for (u32 i = wg_thread; i < 2 * num_k_blocks; i += 128) {
+                const u32 row = i < num_k_blocks ? sfb_row0 : sfb_row1;
+                const u32 kb = i < num_k_blocks ? i : i - num_k_blocks;
+                sfb_smem[i] = ld_global_nc_f32(p.sfb + static_cast<u64>(row) * p.sfb_ld + kb);
+            }
+            named_barrier_sync(barrier_id, 128);
+
+            #pragma unroll
+            for (u32 mi = 0; mi < M64; ++mi)
+                #pragma unroll
+                for (u32 i = 0; i < NUM_ACC; ++i) acc[mi][i] = 0.0f;
+
+            for (u32 kb = 0; kb < num_k_blocks; ++kb, ++iter) {
+                const u32 s = iter % STAGES, phase = (iter / STAGES) & 1;
+                const float sb0 = sfb_smem[kb], sb1 = sfb_smem[num_k_blocks + kb];
+                mbar_wait(&full_bars[s], phase);
+
+                const u8* a_tile = smem + Cfg::OFF_A + s * Cfg::A_STAGE_BYTES + warpgroup * Cfg::WG_M * BLOCK_K;
+                const u64 desc_b = make_kmajor_sw128_desc(smem + Cfg::OFF_B + s * Cfg::B_STAGE_BYTES);
+                wgmma_fence();
+                #pragma unroll
+                for (u32 mi = 0; mi < M64; ++mi) {
+                    const u64 desc_a = make_kmajor_sw128_desc(a_tile + mi * 64 * BLOCK_K);
+                    #pragma unroll
+                    for (u32 kk = 0; kk < BLOCK_K / 32; ++kk)
+                        WgmmaFp8<BLOCK_N>::mma(desc_advance(desc_a, kk * 32), desc_advance(desc_b, kk * 32), tmp[mi], kk > 0);
+                }
+                wgmma_commit();
+                wgmma_wait<0>();
+                #pragma unroll
+                for (u32 mi = 0; mi < M64; ++mi)
+                    #pragma unroll
+                    for (u32 i = 0; i < NUM_ACC; ++i) pin_register(tmp[mi][i]);
+
+                // Row scales of this thread's two rows per m64 slice, then release the stage.
+                const float* sfa = reinterpret_cast<const float*>(smem + Cfg::OFF_SFA + s * Cfg::SFA_STAGE_BYTES);
+                float sa_lo[M64], sa_hi[M64];
+                #pragma unroll
+                for (u32 mi = 0; mi < M64; ++mi) {
+                    const u32 row = warpgroup * Cfg::WG_M + mi * 64 + warp * 16 + lane / 4;
+                    sa_lo[mi] = sfa[row];
+                    sa_hi[mi] = sfa[row + 8];
+                }
+                __syncwarp();
+                if (lane == 0) {
+                    if constexpr (CLUSTER == 1) {
+                        mbar_arrive(&empty_bars[s]);
+                    } else {
+                        #pragma unroll
+                        for (u32 r = 0; r < CLUSTER; ++r) mbar_arrive_cluster(&empty_bars[s], r);
+                    }
+                }
+
+                // Promotion: acc += tmp * sa * sb, in FP32.
+                #pragma unroll
+                for (u32 mi = 0; mi < M64; ++mi) {
+                    const float s_lo0 = sa_lo[mi] * sb0, s_lo1 = sa_lo[mi] * sb1;
+                    const float s_hi0 = sa_hi[mi] * sb0, s_hi1 = sa_hi[mi] * sb1;
+                    #pragma unroll
+                    for (u32 j = 0; j < BLOCK_N / 8; ++j) {
+                        const bool second = j * 8 >= boundary;
+                        const float s_lo = second ? s_lo1 : s_lo0, s_hi = second ? s_hi1 : s_hi0;
+                        acc[mi][j * 4 + 0] += tmp[mi][j * 4 + 0] * s_lo;
+                        acc[mi][j * 4 + 1] += tmp[mi][j * 4 + 1] * s_lo;
+                        acc[mi][j * 4 + 2] += tmp[mi][j * 4 + 2] * s_hi;
+                        acc[mi][j * 4 + 3] += tmp[mi][j * 4 + 3] * s_hi;
+                    }
+                }
+            }
+
+            // ------------------------------------------------------------ epilogue
+            const u32 wg_row0 = m0 + warpgroup * Cfg::WG_M;
+            if constexpr (Cfg::TMA_EPILOGUE) {
+                // Staging layout per warpgroup: [BLOCK_N / CHUNK][WG_M][CHUNK], i.e. 16-byte rows, so
+                // the 8 rows a warp writes at once fall into 8 distinct 16-byte bank groups.
+                u8* d_smem = smem + Cfg::OFF_D + warpgroup * Cfg::D_WG_BYTES;
+                const u32 d_base = smem_u32(d_smem);
+                // The previous tile's store must have finished reading the staging buffer.
+                if (wg_thread == 0) tma_store_wait_smem_read();
+                named_barrier_sync(barrier_id, 128);
+                #pragma unroll
+                for (u32 mi = 0; mi < M64; ++mi) {
+                    const u32 row = mi * 64 + warp * 16 + lane / 4;
+                    #pragma unroll
+                    for (u32 j = 0; j < BLOCK_N / 8; ++j) {
+                        if constexpr (OUT_F32) {
+                            const u32 chunk = j * 2 + (lane % 4) / 2;
+                            const u32 addr = d_base + chunk * Cfg::WG_M * 16 + row * 16 + (lane & 1) * 8;
+                            st_shared_f32x2(addr, acc[mi][j * 4 + 0], acc[mi][j * 4 + 1]);
+                            st_shared_f32x2(addr + 8 * 16, acc[mi][j * 4 + 2], acc[mi][j * 4 + 3]);
+                        } else {
+                            const u32 addr = d_base + j * Cfg::WG_M * 16 + row * 16 + (lane % 4) * 4;
+                            st_shared_u32(addr, pack_bf16x2(acc[mi][j * 4 + 0], acc[mi][j * 4 + 1]));
+                            st_shared_u32(addr + 8 * 16, pack_bf16x2(acc[mi][j * 4 + 2], acc[mi][j * 4 + 3]));
+                        }
+                    }
+                }
+                fence_async_shared();
+                named_barrier_sync(barrier_id, 128);
+                if (wg_thread == 0) {
+                    if constexpr (EPILOGUE == kEpilogueTmaReduce)
+                        tma_reduce_add_3d(&p.tma_d, d_smem, 0, wg_row0, n0 / Cfg::CHUNK);
+                    else
+                        tma_store_3d(&p.tma_d, d_smem, 0, wg_row0, n0 / Cfg::CHUNK);
+                    tma_store_commit();
+                }
+            } else {
+                #pragma unroll
+                for (u32 mi = 0; mi < M64; ++mi) {
+                    #pragma unroll
+                    for (u32 half = 0; half < 2; ++half) {
+                        const u32 row = wg_row0 + mi * 64 + warp * 16 + lane / 4 + half * 8;
+                        if (row >= p.m) continue;
+                        #pragma unroll
+                        for (u32 j = 0; j < BLOCK_N / 8; ++j) {
+                            #pragma unroll
+                            for (u32 e = 0; e < 2; ++e) {
+                                const u32 col = n0 + j * 8 + (lane % 4) * 2 + e;
+                                if (col >= p.n) continue;
+                                const float v = acc[mi][j * 4 + half * 2 + e];
+                                const u64 idx = static_cast<u64>(row) * p.ldd + col;
+                                if constexpr (OUT_F32) {
+                                    float* d = static_cast<float*>(p.d) + idx;
+                                    *d = EPILOGUE == kEpilogueDirectAccumulate ? *d + v : v;
+                                } else {
+                                    const u32 packed = pack_bf16x2(v, 0.0f);
+                                    static_cast<u16*>(p.d)[idx] = static_cast<u16>(packed & 0xFFFFu);
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if constexpr (Cfg::TMA_EPILOGUE) {
+            if (wg_thread == 0) tma_store_wait_all();
+        }
+    }
+
+    // A CTA must not exit while its cluster partner may still multicast into its shared memory or
+    // arrive on its barriers.
+    if constexpr (CLUSTER > 1) cluster_sync();
+}
+
+}  // namespace deep_gemm

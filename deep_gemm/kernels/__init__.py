@@ -1,0 +1,1 @@
+"""Host side of each device kernel family: template instantiation, parameter structs, tensor maps, launch."""

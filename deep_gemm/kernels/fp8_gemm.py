@@ -1,0 +1,184 @@
+"""Host side of the FP8 GEMM kernel family (include/deep_gemm/fp8_gemm.cuh).
+
+`Fp8GemmConfig` names one compiled kernel (its template arguments) plus the run-time raster group
+and grid size; `Fp8GemmPlan` is everything a warm call needs for one problem shape: the loaded
+kernel, the launch config and the parameter values that do not depend on tensor addresses.
+"""
+from __future__ import annotations
+
+import ctypes
+import dataclasses
+
+from ..jit import runtime
+from .common import TensorMapBytes, current_stream, layout_asserts, params_struct, set_tensor_map
+
+BLOCK_K = 128
+
+# Epilogue kinds; values match the C++ enum.
+EPI_TMA_STORE, EPI_TMA_REDUCE, EPI_DIRECT, EPI_DIRECT_ACCUMULATE = 0, 1, 2, 3
+# Cluster pairing; values match TileScheduler's kPairAxis.
+PAIR_NONE, PAIR_M, PAIR_N = 0, 1, 2
+
+Fp8GemmParams = params_struct("Fp8GemmParams", [
+    ("tma_a", TensorMapBytes), ("tma_b", TensorMapBytes), ("tma_sfa", TensorMapBytes), ("tma_d", TensorMapBytes),
+    ("sfb", ctypes.c_uint64), ("d", ctypes.c_uint64),
+    ("m", ctypes.c_uint32), ("n", ctypes.c_uint32), ("k", ctypes.c_uint32),
+    ("sfb_ld", ctypes.c_uint32), ("ldd", ctypes.c_uint32), ("raster_group", ctypes.c_uint32)])
+_OFF_A, _OFF_B, _OFF_SFA, _OFF_D = (getattr(Fp8GemmParams, f).offset for f in ("tma_a", "tma_b", "tma_sfa", "tma_d"))
+
+MAX_SMEM = 232448   # sm_90 opt-in dynamic shared memory per block
+SMEM_ALIGN_SLACK = 1024
+
+
+def valid_block_n(block_n: int) -> bool:
+    """BLOCK_N values the kernel accepts: multiples of 8 up to 256 whose tiles, starting at any
+    multiple of BLOCK_N, overlap at most two 128-wide B scale blocks."""
+    if block_n % 8 or not 8 <= block_n <= 256:
+        return False
+    low_bit = min(block_n & -block_n, 128)
+    return block_n <= 128 + low_bit
+
+
+@dataclasses.dataclass(frozen=True)
+class Fp8GemmConfig:
+    block_m: int
+    block_n: int
+    stages: int
+    num_math_wg: int
+    pair_axis: int = PAIR_NONE
+    out_f32: bool = False
+    epilogue: int = EPI_TMA_STORE
+    # run-time parameters (not template arguments)
+    raster_group: int = 8
+    num_sms: int = 132
+
+    # ---- derived sizes; must mirror Fp8GemmConfig in fp8_gemm.cuh (the generated source asserts it)
+    @property
+    def wg_m(self) -> int:
+        return self.block_m // self.num_math_wg
+
+    @property
+    def cluster(self) -> int:
+        return 1 if self.pair_axis == PAIR_NONE else 2
+
+    @property
+    def num_threads(self) -> int:
+        return (self.num_math_wg + 1) * 128
+
+    @property
+    def tma_epilogue(self) -> bool:
+        return self.epilogue in (EPI_TMA_STORE, EPI_TMA_REDUCE)
+
+    @property
+    def out_bytes(self) -> int:
+        return 4 if self.out_f32 else 2
+
+    def fixed_smem_bytes(self) -> int:
+        stage = self.block_m * BLOCK_K + self.block_n * BLOCK_K
+        d = self.block_m * self.block_n * self.out_bytes if self.tma_epilogue else 0
+        return self.stages * stage + d + self.stages * self.block_m * 4 + 2 * self.stages * 8
+
+    def smem_bytes(self, k: int) -> int:
+        num_k_blocks = -(-k // BLOCK_K)
+        return self.fixed_smem_bytes() + self.num_math_wg * 2 * num_k_blocks * 4 + SMEM_ALIGN_SLACK
+
+    def template_args(self) -> str:
+        return (f"{self.block_m}, {self.block_n}, {self.stages}, {self.num_math_wg}, {self.pair_axis}, "
+                f"{'true' if self.out_f32 else 'false'}, {self.epilogue}")
+
+    def kernel_name(self) -> str:
+        """Unique per compiled kernel (run-time fields excluded)."""
+        return (f"fp8_gemm_m{self.block_m}_n{self.block_n}_s{self.stages}_wg{self.num_math_wg}_p{self.pair_axis}_"
+                f"{'f32' if self.out_f32 else 'bf16'}_e{self.epilogue}")
+
+    def check(self) -> None:
+        """Raises ValueError for configs the kernel cannot run (mirrors its static_asserts)."""
+        problems = []
+        if self.block_m not in (64, 128, 256):
+            problems.append(f"block_m={self.block_m} not in (64, 128, 256)")
+        if self.num_math_wg not in (1, 2) or self.block_m % (64 * self.num_math_wg) or self.wg_m > 128:
+            problems.append(f"num_math_wg={self.num_math_wg} must split block_m={self.block_m} into 64 or 128 rows")
+        if not valid_block_n(self.block_n):
+            problems.append(f"block_n={self.block_n} is not a multiple of 8 in [8, 256] that stays within two "
+                            f"scale blocks")
+        if self.pair_axis == PAIR_M and self.block_n % 16:
+            problems.append("pairing along M multicasts B halves: block_n must be a multiple of 16")
+        if self.pair_axis == PAIR_N and self.block_m % 16:
+            problems.append("pairing along N multicasts A halves: block_m must be a multiple of 16")
+        if self.epilogue in (EPI_TMA_REDUCE, EPI_DIRECT_ACCUMULATE) and not self.out_f32:
+            problems.append("accumulating epilogues need FP32 output")
+        if self.stages < 1:
+            problems.append("stages must be >= 1")
+        if self.num_sms < self.cluster or self.num_sms % self.cluster:
+            problems.append(f"num_sms={self.num_sms} must be a positive multiple of the cluster size {self.cluster}")
+        if problems:
+            raise ValueError(f"invalid FP8 GEMM config {self}: " + "; ".join(problems))
+
+    def source(self) -> str:
+        cpp_cfg = f"deep_gemm::Fp8GemmConfig<{self.template_args()}>"
+        return (
+            "#include <deep_gemm/fp8_gemm.cuh>\n"
+            f"{layout_asserts('deep_gemm::Fp8GemmParams', Fp8GemmParams)}\n"
+            f"static_assert({cpp_cfg}::FIXED_SMEM_BYTES == {self.fixed_smem_bytes()}, \"host smem model is stale\");\n"
+        )
+
+    def kernel_expr(self) -> str:
+        return f"&deep_gemm::fp8_gemm_kernel<{self.template_args()}>"
+
+    def build(self):
+        """Compiles (or fetches from the disk cache) without touching a GPU."""
+        self.check()
+        return runtime.build(self.kernel_name(), self.source(), self.kernel_expr())
+
+
+class Fp8GemmPlan:
+    """A ready-to-launch kernel for one (shape, layout) signature. Per call only addresses change."""
+
+    def __init__(self, config: Fp8GemmConfig, m: int, n: int, k: int, device: int):
+        config.check()
+        smem = config.smem_bytes(k)
+        if smem > MAX_SMEM:
+            raise ValueError(f"config {config.kernel_name()} needs {smem} B of shared memory for K={k}, "
+                             f"more than the {MAX_SMEM} B a Hopper block can have")
+        self.config, self.m, self.n, self.k, self.device = config, m, n, k, device
+        kernel = runtime.get_kernel(config.kernel_name(), config.source(), config.kernel_expr())
+        func = kernel.function(device, smem)
+        num_units = self.num_tile_units()
+        grid = min(config.num_sms // config.cluster, num_units) * config.cluster
+        self.grid = max(grid, config.cluster)
+        self.launcher = runtime.Launcher(func, self.grid, config.num_threads, smem, config.cluster)
+        c = config
+        self.a_box = (BLOCK_K, c.block_m // 2 if c.pair_axis == PAIR_N else c.block_m)
+        self.b_box = (BLOCK_K, c.block_n // 2 if c.pair_axis == PAIR_M else c.block_n)
+        self.sfa_box = (c.block_m, 1)
+        chunk = 16 // c.out_bytes
+        self.d_chunk = chunk
+        self.d_box = (chunk, c.wg_m, c.block_n // chunk)
+        self.d_dtype = "f32" if c.out_f32 else "bf16"
+
+    def num_tile_units(self) -> int:
+        c = self.config
+        mb, nb = -(-self.m // c.block_m), -(-self.n // c.block_n)
+        if c.pair_axis == PAIR_M:
+            mb = -(-mb // 2)
+        elif c.pair_axis == PAIR_N:
+            nb = -(-nb // 2)
+        return mb * nb
+
+    def launch(self, a_ptr: int, lda: int, b_ptr: int, ldb: int, sfa_ptr: int, sfa_ld: int, sfb_ptr: int,
+               sfb_ld: int, d_ptr: int, ldd: int, stream: int | None = None) -> None:
+        """Strides are in elements; sfa is MN-major (sfa_ld = distance between K blocks)."""
+        m, n, k = self.m, self.n, self.k
+        tensor_map = runtime.tensor_map
+        p = Fp8GemmParams()
+        set_tensor_map(p, _OFF_A, tensor_map("e4m3", a_ptr, (k, m), (lda,), self.a_box, 128))
+        set_tensor_map(p, _OFF_B, tensor_map("e4m3", b_ptr, (k, n), (ldb,), self.b_box, 128))
+        set_tensor_map(p, _OFF_SFA, tensor_map("f32", sfa_ptr, (m, -(-k // BLOCK_K)), (sfa_ld * 4,), self.sfa_box))
+        c = self.config
+        if c.tma_epilogue:
+            elem = c.out_bytes
+            set_tensor_map(p, _OFF_D, tensor_map(self.d_dtype, d_ptr, (self.d_chunk, m, n // self.d_chunk),
+                                                 (ldd * elem, 16), self.d_box))
+        p.sfb, p.d = sfb_ptr, d_ptr
+        p.m, p.n, p.k, p.sfb_ld, p.ldd, p.raster_group = m, n, k, sfb_ld, ldd, c.raster_group
+        self.launcher(p, current_stream(self.device) if stream is None else stream)
