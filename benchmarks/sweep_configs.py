@@ -1,0 +1,109 @@
+"""Times many forced FP8 GEMM configs per shape next to the heuristic's pick, to check and
+calibrate the performance model in deep_gemm/heuristics/fp8_gemm.py.
+
+    python -m benchmarks.sweep_configs [--shapes "M,N,K;..."] [--out results.json]
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+
+import torch
+
+import deep_gemm
+from deep_gemm.heuristics import fp8_gemm as heur
+from deep_gemm.jit import precompile
+from deep_gemm.kernels.fp8_gemm import PAIR_M, PAIR_N, PAIR_NONE, Fp8GemmConfig
+from deep_gemm.testing import bench_kineto
+
+DEFAULT = "4096,7168,16384;4096,4096,7168;4096,7168,2048;4096,2112,7168;4096,24576,1536;4096,32768,512;" \
+          "128,7168,16384;64,2112,7168"
+
+
+def candidates(m, n, k, num_sms):
+    out = []
+    for bm in (64, 128, 256):
+        wg = 1 if bm == 64 else 2
+        per_wg = bm // wg // 64
+        for bn in heur.BLOCK_NS:
+            if per_wg * bn > heur.max_accumulator_floats(wg) or (m >= 1024 and bn < 64) or (m >= 1024 and bm == 64):
+                continue
+            if m < 1024 and bm == 256:
+                continue
+            for pair in (PAIR_NONE, PAIR_M, PAIR_N):
+                if pair == PAIR_M and bn % 16:
+                    continue
+                cfg = Fp8GemmConfig(bm, bn, 1, wg, pair, num_sms=num_sms)
+                stages = heur.stages_that_fit(cfg, k)
+                if stages >= 3:
+                    cfg = dataclasses.replace(cfg, stages=stages)
+                    units_n = -(-n // bn) if pair != PAIR_N else -(-(-(-n // bn)) // 2)
+                    out.append(dataclasses.replace(cfg, raster_group=heur.raster_group(num_sms, bm, bn, units_n)))
+    # keep the sweep bounded: the 24 best by the model plus the heuristic's own pick
+    out.sort(key=lambda c: heur.estimate(c, m, n, k).cycles)
+    return out[:24]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--shapes", default=DEFAULT)
+    ap.add_argument("--out")
+    args = ap.parse_args(argv)
+    num_sms = deep_gemm.get_num_sms()
+    shapes = precompile.parse_shapes(args.shapes)
+    plan = {}
+    for m, n, k in shapes:
+        chosen = heur.choose_config(m, n, k, False, 0, num_sms)
+        cands = candidates(m, n, k, num_sms)
+        if chosen not in cands:
+            cands.append(chosen)
+        plan[(m, n, k)] = (chosen, cands)
+    builds = {c.kernel_name(): (c, k) for (m, n, k), (_, cs) in plan.items() for c in cs}
+    reports = precompile.build_all(list(builds.values()))
+    bad = {r.name for r in reports if r.error}
+    rows = []
+    for (m, n, k), (chosen, cands) in plan.items():
+        a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+        b = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
+        qa, sfa = deep_gemm.per_token_cast_to_fp8(a)
+        qb, sfb = deep_gemm.per_block_cast_to_fp8(b)
+        sfa = deep_gemm.get_mn_major_tma_aligned_tensor(sfa)
+        d = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+        ref = (a.float() @ b.float().T)
+        best = None
+        for cfg in cands:
+            if cfg.kernel_name() in bad:
+                continue
+            fn = lambda: deep_gemm.fp8_gemm_nt((qa, sfa), (qb, sfb), d, config=cfg)  # noqa: E731
+            try:
+                fn()
+                diff = deep_gemm.calc_diff(d.float(), ref)
+                t = bench_kineto(fn, "fp8_gemm_kernel", num_tests=20)
+            except Exception as exc:  # a broken config must not stop the sweep
+                rows.append({"shape": [m, n, k], "config": cfg.kernel_name(), "error": str(exc)[:300]})
+                continue
+            tflops = 2 * m * n * k / t / 1e12
+            row = {"shape": [m, n, k], "config": cfg.kernel_name(), "raster": cfg.raster_group, "us": t * 1e6,
+                   "tflops": tflops, "predicted_us": heur.estimate(cfg, m, n, k).cycles / 1.83e3,
+                   "chosen": cfg == chosen, "diff": diff}
+            rows.append(row)
+            if best is None or t < best[0]:
+                best = (t, cfg)
+        ours = [r for r in rows if r.get("chosen") and r["shape"] == [m, n, k]]
+        print(f"{m}x{n}x{k}: best {best[1].kernel_name()} r{best[1].raster_group} {2*m*n*k/best[0]/1e12:.0f} TFLOP/s; "
+              f"heuristic {chosen.kernel_name()} {ours[0]['tflops'] if ours else float('nan'):.0f} TFLOP/s", flush=True)
+        del a, b, qa, qb, d, ref
+        torch.cuda.empty_cache()
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"card": torch.cuda.get_device_name(), "rows": rows}, f, indent=1)
+    for r in rows:
+        if "error" in r:
+            print("ERROR", r["shape"], r["config"], r["error"][:200])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

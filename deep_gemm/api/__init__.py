@@ -1,0 +1,1 @@
+"""User-facing functions: validate inputs, normalize layouts, pick a config, launch."""

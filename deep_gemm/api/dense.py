@@ -1,0 +1,131 @@
+"""Dense FP8 GEMM, NT layout: D = A_real @ B_real^T (+ C), DeepGEMM-compatible names.
+
+a = (A e4m3 [M, K], sfa f32 [M, ceil(K/128)]) with 1x128 per-token scales;
+b = (B e4m3 [N, K], sfb f32 [ceil(N/128), ceil(K/128)]) with 128x128 per-block scales;
+d: bf16 or f32 [M, N], preallocated; c: optional f32 [M, N] (then d must be f32): D = C + A B^T.
+sfa may be row-major or MN-major TMA-aligned (get_mn_major_tma_aligned_tensor); the former costs
+one transposing copy per call. Calls are asynchronous on the current stream and graph-capturable.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+
+from .. import envs, reference
+from ..heuristics import fp8_gemm as heuristics
+from ..kernels import fp8_gemm as kernel
+from . import checks, device
+from .layout import get_mn_major_tma_aligned_tensor
+
+_plans: dict[tuple, kernel.Fp8GemmPlan] = {}
+_RECIPE_1D2D = (1, 128, 128)
+
+
+def _span(t: torch.Tensor) -> tuple[int, int]:
+    start = t.data_ptr()
+    extent = 1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride()) if s > 0)
+    return start, start + extent * t.element_size()
+
+
+def _aliases(x: torch.Tensor, y: torch.Tensor) -> bool:
+    if x.numel() == 0 or y.numel() == 0:
+        return False
+    x0, x1 = _span(x)
+    y0, y1 = _span(y)
+    return x0 < y1 and y0 < x1
+
+
+def _validate(a, b, d, c, recipe):
+    a, sfa = checks.pair(a, "a")
+    b, sfb = checks.pair(b, "b")
+    checks.tensor(a, "a[0] (A)", (checks.FP8,), 2)
+    checks.tensor(sfa, "a[1] (sfa)", (torch.float32,), 2)
+    checks.tensor(b, "b[0] (B)", (checks.FP8,), 2)
+    checks.tensor(sfb, "b[1] (sfb)", (torch.float32,), 2)
+    checks.tensor(d, "d", (torch.bfloat16, torch.float32), 2)
+    if recipe is not None and tuple(recipe) != _RECIPE_1D2D:
+        raise ValueError(f"recipe: this function implements (1, 128, 128) (1x128 activations, 128x128 weights), "
+                         f"got {tuple(recipe)}; for per-row weight scales use wgrad_gemm_fp8_fp8_fp32_nt")
+    m, k = a.shape
+    n = b.shape[0]
+    kb = -(-k // 128)
+    checks.shape(b, "b[0] (B)", (n, k), f"= (N, K) with K={k} from A")
+    checks.shape(sfa, "a[1] (sfa)", (m, kb), "= (M, ceil(K/128))")
+    checks.shape(sfb, "b[1] (sfb)", (-(-n // 128), kb), "= (ceil(N/128), ceil(K/128))")
+    checks.shape(d, "d", (m, n), "= (M, N)")
+    if c is not None:
+        checks.tensor(c, "c", (torch.float32,), 2)
+        checks.shape(c, "c", (m, n), "= (M, N)")
+        if d.dtype != torch.float32:
+            raise TypeError(f"d: accumulating with c needs an FP32 d, got {d.dtype}")
+    checks.same_device("a[0] (A)", a, sfa=sfa, b=b, sfb=sfb, d=d, c=c)
+    for name, t in (("a[0] (A)", a), ("a[1] (sfa)", sfa), ("b[0] (B)", b), ("b[1] (sfb)", sfb)):
+        if _aliases(d, t):
+            raise ValueError(f"d: overlaps the memory of {name}; the output must not alias an input")
+    return a, sfa, b, sfb, m, n, k
+
+
+def _epilogue(d: torch.Tensor, c, n: int) -> int:
+    chunk = 16 // d.element_size()
+    tma_ok = (d.stride(1) == 1 and (d.stride(0) * d.element_size()) % 16 == 0 and d.data_ptr() % 16 == 0
+              and n % chunk == 0)
+    if c is None:
+        return kernel.EPI_TMA_STORE if tma_ok else kernel.EPI_DIRECT
+    return kernel.EPI_TMA_REDUCE if tma_ok else kernel.EPI_DIRECT_ACCUMULATE
+
+
+def fp8_gemm_nt(a, b, d, c=None, recipe=None, compiled_dims: str = "nk", disable_ue8m0_cast: bool = False,
+                *, config: kernel.Fp8GemmConfig | None = None) -> None:
+    """D = A_real @ B_real^T (+ C). `config` forces a kernel config (for tuning); see
+    deep_gemm.heuristics.fp8_gemm.choose_config for what the library would pick."""
+    a, sfa, b, sfb, m, n, k = _validate(a, b, d, c, recipe)
+    if m == 0 or n == 0:
+        return
+    if not device.use_kernels(a, "fp8_gemm_nt"):
+        d.copy_(reference.fp8_gemm_nt(a, sfa, b, sfb, c=c, out_dtype=d.dtype))
+        return
+    if k == 0:
+        d.copy_(c) if c is not None else d.zero_()
+        return
+    checks.k_major_operand(a, "a[0] (A)")
+    checks.k_major_operand(b, "b[0] (B)")
+    if d.stride(1) != 1:
+        raise ValueError(f"d: expected unit stride along N, got strides {tuple(d.stride())}")
+    if sfb.stride(1) != 1:
+        sfb = sfb.contiguous()
+    sfa = get_mn_major_tma_aligned_tensor(sfa)
+    out_f32 = d.dtype == torch.float32
+    if c is not None and not (c.data_ptr() == d.data_ptr() and c.stride() == d.stride()):
+        d.copy_(c)   # the kernel accumulates into d in place
+    epilogue = _epilogue(d, c, n)
+
+    dev = a.device.index
+    num_sms = device.num_sms_for(dev)
+    key = (m, n, k, out_f32, epilogue, dev, num_sms, config)
+    plan = _plans.get(key)
+    if plan is None:
+        plan = _make_plan(m, n, k, out_f32, epilogue, dev, num_sms, config)
+        _plans[key] = plan
+    plan.launch(a.data_ptr(), a.stride(0), b.data_ptr(), b.stride(0), sfa.data_ptr(), sfa.stride(1),
+                sfb.data_ptr(), sfb.stride(0), d.data_ptr(), d.stride(0))
+
+
+def _make_plan(m, n, k, out_f32, epilogue, dev, num_sms, config) -> kernel.Fp8GemmPlan:
+    if config is None:
+        cfg = heuristics.choose_config(m, n, k, out_f32, epilogue, num_sms)
+    else:
+        if not isinstance(config, kernel.Fp8GemmConfig):
+            raise TypeError(f"config: expected a deep_gemm.Fp8GemmConfig, got {type(config).__name__}")
+        # Output type and epilogue follow from d and c, not from the forced config.
+        cfg = dataclasses.replace(config, out_f32=out_f32, epilogue=epilogue, num_sms=min(config.num_sms, num_sms))
+    if envs.print_configs():
+        print(f"[deep_gemm] fp8_gemm_nt {heuristics.describe(cfg, m, n, k)}")
+    return kernel.Fp8GemmPlan(cfg, m, n, k, dev)
+
+
+def gemm_fp8_fp8_bf16_nt(lhs, rhs, out) -> None:
+    """DeepGEMM 1.x name: out (bf16) = lhs @ rhs^T with lhs = (A, sfa), rhs = (B, sfb)."""
+    if isinstance(out, torch.Tensor) and out.dtype != torch.bfloat16:
+        raise TypeError(f"out: expected dtype torch.bfloat16, got {out.dtype}")
+    fp8_gemm_nt(lhs, rhs, out)

@@ -1,0 +1,1 @@
+"""Config heuristics: pure Python performance models, no GPU needed."""

@@ -1,0 +1,132 @@
+"""Config choice for the FP8 GEMM kernel from an explicit performance model, not a lookup table.
+
+Model (all per SM, in cycles at a nominal clock):
+  * A CTA processes its tiles one after another; a tile costs K/128 k-blocks, each bounded by
+    the slower of tensor-core work (2*BM*BN*128 / FLOPS_PER_CYCLE) and operand traffic from L2
+    (bytes this CTA loads per k-block / L2_BYTES_PER_CYCLE; a 2-CTA cluster halves the shared
+    operand), plus a fixed epilogue/pipeline-fill cost per tile.
+  * Tiles are dealt round-robin to at most num_sms persistent CTAs, so the kernel takes
+    ceil(tiles / CTAs) tile-times: the wave count and the last wave's fill are what the block
+    sizes trade against per-tile efficiency.
+  * Whatever the tiling, the whole problem must cross HBM once: a floor of unique bytes / HBM rate.
+The config with the smallest predicted time wins; ties go to fewer bytes moved, then larger tiles.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+
+from ..kernels.fp8_gemm import (BLOCK_K, EPI_TMA_STORE, MAX_SMEM, PAIR_M, PAIR_N, PAIR_NONE, Fp8GemmConfig,
+                                valid_block_n)
+
+FLOPS_PER_CYCLE = 8192          # dense FP8 wgmma per SM per cycle (1979 TFLOP/s / 132 SMs / 1.83 GHz)
+L2_BYTES_PER_CYCLE = 40.0       # sustained L2 -> SM operand bandwidth per SM (about 10 TB/s over 132 SMs)
+HBM_BYTES_PER_CYCLE = 3.0e12 / 1.83e9   # whole-chip copy bandwidth of an H100, per cycle
+TILE_OVERHEAD_CYCLES = 600      # epilogue staging + pipeline refill per tile (partly overlapped)
+MAX_STAGES = 8
+MIN_STAGES = 3
+
+BLOCK_NS = tuple(n for n in range(16, 257, 8) if valid_block_n(n))
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    config: Fp8GemmConfig
+    cycles: float
+    waves: int
+    last_wave_fill: float
+    bytes_l2: float
+
+
+def max_accumulator_floats(num_math_wg: int) -> int:
+    # acc + tmp per thread must leave room for addresses and scales under the setmaxnreg budget
+    # (232 registers with two math warpgroups, 240 with one). Measured with ptxas: 2 x 88 and
+    # 192 floats spill with two math warpgroups, 160 does not; 192 does not spill with one.
+    return 160 if num_math_wg == 2 else 192
+
+
+def stages_that_fit(cfg: Fp8GemmConfig, k: int) -> int:
+    for stages in range(MAX_STAGES, 0, -1):
+        if dataclasses.replace(cfg, stages=stages).smem_bytes(k) <= MAX_SMEM:
+            return stages
+    return 0
+
+
+def estimate(cfg: Fp8GemmConfig, m: int, n: int, k: int) -> Estimate:
+    bm, bn = cfg.block_m, cfg.block_n
+    mb, nb = math.ceil(m / bm), math.ceil(n / bn)
+    if cfg.pair_axis == PAIR_M:
+        mb = 2 * math.ceil(mb / 2)
+    elif cfg.pair_axis == PAIR_N:
+        nb = 2 * math.ceil(nb / 2)
+    tiles = mb * nb
+    ctas = min(cfg.num_sms, tiles)
+    waves = math.ceil(tiles / ctas)
+    kb = math.ceil(k / BLOCK_K)
+    a_bytes, b_bytes = bm * BLOCK_K, bn * BLOCK_K
+    if cfg.pair_axis == PAIR_M:
+        b_bytes /= 2
+    elif cfg.pair_axis == PAIR_N:
+        a_bytes /= 2
+    compute = 2 * bm * bn * BLOCK_K / FLOPS_PER_CYCLE
+    if cfg.num_math_wg == 1:
+        compute *= 1.15     # one math warpgroup cannot hide its promotion behind the other's wgmma
+    load = (a_bytes + b_bytes + bm * 4) / L2_BYTES_PER_CYCLE
+    tile_cycles = kb * max(compute, load) + TILE_OVERHEAD_CYCLES
+    unique_bytes = m * k + n * k + m * n * cfg.out_bytes
+    cycles = max(waves * tile_cycles, unique_bytes / HBM_BYTES_PER_CYCLE)
+    fill = (tiles - (waves - 1) * ctas) / ctas
+    return Estimate(cfg, cycles, waves, fill, tiles * kb * (a_bytes + b_bytes))
+
+
+def raster_group(num_sms: int, block_m: int, block_n: int, n_units: int) -> int:
+    """N units per raster group so that the tiles of one wave cover a footprint of A and B rows
+    of about equal size: G * BN ~ (waves' tiles / G) * BM."""
+    g = round(math.sqrt(num_sms * block_m / block_n))
+    return max(1, min(g, n_units))
+
+
+@functools.lru_cache(maxsize=4096)
+def choose_config(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms: int) -> Fp8GemmConfig:
+    best = None
+    for bm in (64, 128, 256):
+        wg = 1 if bm == 64 else 2
+        m64_per_wg = bm // wg // 64
+        for bn in BLOCK_NS:
+            if m64_per_wg * bn > max_accumulator_floats(wg):
+                continue
+            for pair in (PAIR_NONE, PAIR_M, PAIR_N):
+                if pair == PAIR_M and (bn % 16 or math.ceil(m / bm) < 2):
+                    continue
+                if pair == PAIR_N and math.ceil(n / bn) < 2:
+                    continue
+                if pair != PAIR_NONE and num_sms % 2:
+                    continue
+                cfg = Fp8GemmConfig(bm, bn, 1, wg, pair, out_f32, epilogue, num_sms=num_sms)
+                stages = stages_that_fit(cfg, k)
+                if stages < MIN_STAGES:
+                    continue
+                cfg = dataclasses.replace(cfg, stages=stages)
+                est = estimate(cfg, m, n, k)
+                key = (round(est.cycles, -1), est.bytes_l2, -bm * bn)
+                if best is None or key < best[0]:
+                    best = (key, est)
+    if best is None:
+        raise ValueError(f"no FP8 GEMM config fits shared memory for M={m}, N={n}, K={k}")
+    cfg = best[1].config
+    n_units = math.ceil(n / cfg.block_n)
+    if cfg.pair_axis == PAIR_N:
+        n_units = math.ceil(n_units / 2)
+    return dataclasses.replace(cfg, raster_group=raster_group(num_sms, cfg.block_m, cfg.block_n, n_units))
+
+
+def describe(cfg: Fp8GemmConfig, m: int, n: int, k: int) -> str:
+    est = estimate(cfg, m, n, k)
+    pair = {PAIR_NONE: "none", PAIR_M: "B shared by M pairs", PAIR_N: "A shared by N pairs"}[cfg.pair_axis]
+    return (f"M={m} N={n} K={k}: block {cfg.block_m}x{cfg.block_n}, {cfg.stages} stages, {cfg.num_math_wg} math WG, "
+            f"multicast {pair}, raster group {cfg.raster_group}, {est.waves} waves (last {est.last_wave_fill:.0%} full), "
+            f"predicted {est.cycles / 1.83e3:.1f} us")
+
+
+__all__ = ["choose_config", "estimate", "describe", "raster_group", "BLOCK_NS", "EPI_TMA_STORE"]

@@ -1,0 +1,101 @@
+"""Ahead-of-time compilation into the kernel cache, without a GPU.
+
+`python -m deep_gemm precompile` builds every kernel the heuristic would pick for a shape list so a
+deployment image ships warm, reports each kernel's resources, and fails if any kernel spills or
+uses local memory (the CI check for every configuration we ship).
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+import time
+
+DEFAULT_NK = [(2112, 7168), (576, 7168), (7168, 576), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168),
+              (7168, 2048)]
+DEFAULT_SHAPES = [(m, n, k) for m in (64, 128, 4096) for n, k in DEFAULT_NK]
+
+
+def parse_shapes(text: str) -> list[tuple[int, int, int]]:
+    shapes = []
+    for item in text.replace(" ", "").split(";"):
+        if not item:
+            continue
+        parts = item.split(",")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            raise ValueError(f"--shapes: expected 'M,N,K;M,N,K', got item {item!r}")
+        shapes.append(tuple(int(p) for p in parts))
+    if not shapes:
+        raise ValueError("--shapes: no shapes given")
+    return shapes
+
+
+@dataclasses.dataclass
+class BuildReport:
+    name: str
+    registers: int | None
+    spill_bytes: int
+    stack_frame: int
+    smem_bytes: int
+    seconds: float
+    cached: bool
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and self.spill_bytes == 0 and self.stack_frame == 0
+
+
+def _build_one(cfg, k: int) -> BuildReport:
+    from . import cache
+    from .compiler import compiler_identity, include_fingerprint, option_fingerprint
+    start = time.perf_counter()
+    key = cache.make_key(compiler_identity(), option_fingerprint(), include_fingerprint(), cfg.kernel_expr(),
+                         cfg.source())
+    cached = cache.load(key) is not None
+    try:
+        kernel = cfg.build()
+    except Exception as exc:  # report every failure, keep building the rest
+        return BuildReport(cfg.kernel_name(), None, 0, 0, 0, time.perf_counter() - start, cached, str(exc)[:2000])
+    r = kernel.resources
+    return BuildReport(cfg.kernel_name(), r.get("registers"), (r.get("spill_stores") or 0) + (r.get("spill_loads") or 0),
+                       r.get("stack_frame") or 0, cfg.smem_bytes(k), time.perf_counter() - start, cached)
+
+
+def configs_for(shapes, num_sms: int, out_f32: bool = False):
+    """(config, K) for each distinct kernel the heuristic picks for `shapes`."""
+    from ..heuristics.fp8_gemm import choose_config
+    from ..kernels.fp8_gemm import EPI_TMA_STORE
+    seen = {}
+    for m, n, k in shapes:
+        cfg = choose_config(m, n, k, out_f32, EPI_TMA_STORE, num_sms)
+        name = cfg.kernel_name()
+        if name not in seen or k > seen[name][1]:
+            seen[name] = (cfg, k)
+    return list(seen.values())
+
+
+def build_all(configs_and_k, jobs: int | None = None) -> list[BuildReport]:
+    jobs = jobs or min(len(configs_and_k), os.cpu_count() or 1) or 1
+    if jobs == 1:
+        return [_build_one(cfg, k) for cfg, k in configs_and_k]
+    with concurrent.futures.ProcessPoolExecutor(max_workers=jobs) as pool:
+        return list(pool.map(_build_one, *zip(*configs_and_k)))
+
+
+def run(shapes, num_sms: int, jobs: int | None = None, out=print) -> int:
+    pairs = configs_for(shapes, num_sms)
+    start = time.perf_counter()
+    reports = build_all(pairs, jobs)
+    out(f"{'kernel':<44} {'regs':>5} {'spill B':>8} {'stack B':>8} {'smem B':>8} {'seconds':>8}  status")
+    for rep in reports:
+        status = "ok" if rep.ok else (rep.error.splitlines()[0] if rep.error else "SPILLS / LOCAL MEMORY")
+        out(f"{rep.name:<44} {rep.registers if rep.registers is not None else '-':>5} {rep.spill_bytes:>8} "
+            f"{rep.stack_frame:>8} {rep.smem_bytes:>8} {rep.seconds:>8.2f}  {'cached' if rep.cached else 'built'}, {status}")
+    bad = [r for r in reports if not r.ok]
+    out(f"{len(reports)} kernels for {len(shapes)} shapes in {time.perf_counter() - start:.1f} s; "
+        f"{len(bad)} failed")
+    for rep in bad:
+        if rep.error:
+            out(f"--- {rep.name}\n{rep.error}")
+    return 1 if bad else 0

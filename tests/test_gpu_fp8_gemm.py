@@ -1,0 +1,150 @@
+"""FP8 dense GEMM on a Hopper GPU against the float64 reference, on fresh random inputs, with the
+output poisoned first so unwritten elements show."""
+import pytest
+import torch
+
+import deep_gemm
+from deep_gemm import reference
+from deep_gemm.kernels.fp8_gemm import PAIR_M, PAIR_N, PAIR_NONE, Fp8GemmConfig
+from deep_gemm.testing import calc_diff, rel_fro_error
+
+from conftest import requires_hopper
+
+pytestmark = [pytest.mark.gpu, requires_hopper]
+
+BF16_TOL = 4e-3     # DESIGN.md section 4: BF16 rounding of the result
+F32_TOL = 2e-4
+
+
+def make_problem(m, n, k, scale_spread=True):
+    a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
+    b = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
+    if scale_spread:   # rows/blocks of very different magnitude, so wrong scale indexing shows
+        a = a * torch.exp2(torch.randint(-4, 5, (m, 1), device="cuda")).to(a.dtype)
+        b = b * torch.exp2(torch.randint(-4, 5, (n, 1), device="cuda")).to(b.dtype)
+    return a, b, deep_gemm.per_token_cast_to_fp8(a), deep_gemm.per_block_cast_to_fp8(b)
+
+
+def run_and_check(m, n, k, out_dtype=torch.bfloat16, with_c=False, config=None):
+    a, b, (qa, sfa), (qb, sfb) = make_problem(m, n, k)
+    d = torch.full((m, n), float("nan"), device="cuda", dtype=out_dtype)
+    c = torch.randn(m, n, device="cuda") if with_c else None
+    deep_gemm.fp8_gemm_nt((qa, sfa), (qb, sfb), d, c=c, config=config)
+    ref = reference.fp8_gemm_nt(qa, sfa, qb, sfb, c=c, out_dtype=torch.float64, compute_dtype=torch.float64)
+    assert not torch.isnan(d).any(), "unwritten (poisoned) output elements"
+    err = rel_fro_error(d.double(), ref)
+    assert err < (F32_TOL if out_dtype == torch.float32 else BF16_TOL), f"relative error {err:.2e}"
+    if not with_c:
+        assert calc_diff(d.float(), a.float() @ b.float().T) < 1e-3
+    return d, (qa, sfa), (qb, sfb), c
+
+
+ODD_M = [1, 7, 65, 300, 4097]
+ODD_N = [8, 24, 136, 4104]
+ODD_K = [128, 384, 7168, 7232]
+
+
+@pytest.mark.parametrize("k", ODD_K)
+@pytest.mark.parametrize("n", ODD_N)
+@pytest.mark.parametrize("m", ODD_M)
+def test_odd_shapes_heuristic(m, n, k):
+    run_and_check(m, n, k)
+
+
+BENCH_NK = [(2112, 7168), (576, 7168), (7168, 576), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168),
+            (7168, 2048)]
+
+
+@pytest.mark.parametrize("n,k", BENCH_NK)
+@pytest.mark.parametrize("m", [64, 128, 4096])
+def test_benchmark_shapes(m, n, k):
+    run_and_check(m, n, k)
+
+
+FORCED = [
+    Fp8GemmConfig(128, 128, 5, 2),
+    Fp8GemmConfig(128, 112, 6, 2),
+    Fp8GemmConfig(128, 136, 5, 2),
+    Fp8GemmConfig(128, 144, 5, 2, PAIR_M),
+    Fp8GemmConfig(128, 160, 4, 2, PAIR_N),
+    Fp8GemmConfig(128, 192, 4, 2),
+    Fp8GemmConfig(128, 160, 4, 2, PAIR_M),
+    Fp8GemmConfig(64, 16, 8, 1, PAIR_N),
+    Fp8GemmConfig(64, 8, 8, 1),
+    Fp8GemmConfig(64, 192, 5, 1),
+    Fp8GemmConfig(256, 64, 3, 2),
+    Fp8GemmConfig(256, 80, 3, 2, PAIR_M),
+]
+
+
+@pytest.mark.parametrize("config", FORCED, ids=lambda c: c.kernel_name())
+@pytest.mark.parametrize("m,n,k", [(777, 1000, 896), (4096, 4104, 7232), (129, 8, 128)])
+def test_forced_configs(config, m, n, k):
+    run_and_check(m, n, k, config=config)
+
+
+@pytest.mark.parametrize("m,n,k", [(300, 4104, 7168), (4096, 7168, 2048), (7, 100, 384), (65, 4097, 256)])
+@pytest.mark.parametrize("with_c", [False, True])
+def test_fp32_output(m, n, k, with_c):
+    run_and_check(m, n, k, out_dtype=torch.float32, with_c=with_c)
+
+
+def test_accumulate_in_place():
+    m, n, k = 1000, 2048, 1024
+    a, b, (qa, sfa), (qb, sfb) = make_problem(m, n, k)
+    d = torch.randn(m, n, device="cuda")
+    expected = reference.fp8_gemm_nt(qa, sfa, qb, sfb, c=d, out_dtype=torch.float64, compute_dtype=torch.float64)
+    deep_gemm.fp8_gemm_nt((qa, sfa), (qb, sfb), d, c=d)
+    assert rel_fro_error(d.double(), expected) < F32_TOL
+
+
+@pytest.mark.parametrize("m,n,k", [(4096, 7168, 7168), (300, 4104, 7232), (64, 2112, 7168)])
+def test_bitwise_reproducible(m, n, k):
+    d1, qa, qb, _ = run_and_check(m, n, k)
+    for _ in range(3):
+        d2 = torch.full_like(d1, float("nan"))
+        deep_gemm.fp8_gemm_nt(qa, qb, d2)
+        assert torch.equal(d1, d2)
+
+
+def test_strided_and_row_major_scales():
+    m, n, k = 500, 640, 1024
+    a, b, (qa, sfa), (qb, sfb) = make_problem(m, n, k)
+    big = torch.empty(m, k + 256, device="cuda", dtype=qa.dtype)
+    big[:, :k] = qa
+    d1 = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
+    d2 = torch.full_like(d1, float("nan"))
+    deep_gemm.fp8_gemm_nt((big[:, :k], sfa), (qb, sfb), d1)
+    deep_gemm.fp8_gemm_nt((qa, deep_gemm.get_mn_major_tma_aligned_tensor(sfa)), (qb, sfb), d2)
+    assert torch.equal(d1, d2)
+
+
+def test_nan_and_inf_propagate():
+    m, n, k = 256, 256, 512
+    a, b, (qa, sfa), (qb, sfb) = make_problem(m, n, k)
+    sfa = sfa.clone()
+    sfa[3, 1] = float("nan")
+    sfa[10, 0] = float("inf")
+    d = torch.zeros(m, n, device="cuda", dtype=torch.float32)
+    deep_gemm.fp8_gemm_nt((qa, sfa), (qb, sfb), d)
+    assert torch.isnan(d[3]).all()
+    assert (~torch.isfinite(d[10])).all()
+    others = torch.ones(m, dtype=torch.bool)
+    others[[3, 10]] = False
+    assert torch.isfinite(d[others]).all()
+
+
+def test_cuda_graph_capture():
+    m, n, k = 128, 4096, 7168
+    a, b, (qa, sfa), (qb, sfb) = make_problem(m, n, k)
+    sfa = deep_gemm.get_mn_major_tma_aligned_tensor(sfa)
+    d = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+    deep_gemm.fp8_gemm_nt((qa, sfa), (qb, sfb), d)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        deep_gemm.fp8_gemm_nt((qa, sfa), (qb, sfb), d)
+    d.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    ref = reference.fp8_gemm_nt(qa, sfa, qb, sfb, out_dtype=torch.float64, compute_dtype=torch.float64)
+    assert rel_fro_error(d.double(), ref) < BF16_TOL
