@@ -24,7 +24,7 @@ for s in $steps; do
         precompile) run_step precompile 180 python3 -m deep_gemm precompile ;;
         runtime) run_step runtime 120 python3 -m pytest -q -s -p no:cacheprovider tests/test_gpu_runtime.py ;;
         gemm) run_step gemm ${GEMM_LIMIT:-240} python3 -m pytest -q -x -p no:cacheprovider tests/test_gpu_fp8_gemm.py ;;
-        bench) run_step bench ${BENCH_LIMIT:-240} python3 -m benchmarks.run --out "$OUT" ${BENCH_ARGS:-} ;;
+        bench) run_step bench ${BENCH_LIMIT:-240} python3 -m benchmarks.run --out "$OUT" --deep-gemm-kernel fp8_gemm_kernel ${BENCH_ARGS:-} ;;
         sweep) run_step sweep ${SWEEP_LIMIT:-200} python3 -m benchmarks.sweep_configs --out "$OUT/sweep.json" ${SWEEP_ARGS:-} ;;
     esac
 done

@@ -122,6 +122,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
             u32 iter = 0, m_block, n_block;
             while (scheduler.next(m_block, n_block)) {
                 const i32 m0 = m_block * BLOCK_M, n0 = n_block * BLOCK_N;
+                #pragma unroll 1
                 for (u32 kb = 0; kb < num_k_blocks; ++kb, ++iter) {
                     const u32 s = iter % STAGES, phase = (iter / STAGES) & 1;
                     mbar_wait(&empty_bars[s], phase ^ 1);
@@ -161,6 +162,10 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
         while (scheduler.next(m_block, n_block)) {
             const u32 m0 = m_block * BLOCK_M, n0 = n_block * BLOCK_N;
 
+            // The direct epilogue has no barrier after the main loop: make sure every thread is done
+            // reading the previous tile's B scales before they are overwritten.
+            if constexpr (!Cfg::TMA_EPILOGUE) named_barrier_sync(barrier_id, 128);
+
             // The tile's B scales: one or two 128-row scale blocks, for every K block.
             const u32 sfb_row0 = min(n0 / 128, num_sfb_rows - 1);
             const u32 sfb_row1 = min(sfb_row0 + 1, num_sfb_rows - 1);
@@ -178,6 +183,9 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 #pragma unroll
                 for (u32 i = 0; i < NUM_ACC; ++i) acc[mi][i] = 0.0f;
 
+            // Unrolling this loop (which ptxas likes to do when STAGES is a power of two) multiplies
+            // the live accumulators and spills; one k-block per iteration is what we want.
+            #pragma unroll 1
             for (u32 kb = 0; kb < num_k_blocks; ++kb, ++iter) {
                 const u32 s = iter % STAGES, phase = (iter / STAGES) & 1;
                 const float sb0 = sfb_smem[kb], sb1 = sfb_smem[num_k_blocks + kb];
@@ -306,7 +314,8 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
     }
 
     // A CTA must not exit while its cluster partner may still multicast into its shared memory or
-    // arrive on its barriers.
+    // arrive on its barriers. (Reconverge first: the cluster barrier is warp-aligned.)
+    __syncwarp();
     if constexpr (CLUSTER > 1) cluster_sync();
 }
 

@@ -1,0 +1,6 @@
+"""Helpers for testing and benchmarking deep_gemm (one import line per submodule)."""
+
+from .bench import Timer, bench, bench_kineto, bench_kineto_total, l2_flush
+from .numeric import calc_diff, count_bytes, rel_fro_error
+
+__all__ = ["Timer", "bench", "bench_kineto", "bench_kineto_total", "l2_flush", "calc_diff", "count_bytes", "rel_fro_error"]
