@@ -35,7 +35,12 @@ def run_and_check(m, n, k, out_dtype=torch.bfloat16, with_c=False, config=None):
     err = rel_fro_error(d.double(), ref)
     assert err < (F32_TOL if out_dtype == torch.float32 else BF16_TOL), f"relative error {err:.2e}"
     if not with_c:
-        assert calc_diff(d.float(), a.float() @ b.float().T) < 1e-3
+        # DeepGEMM's metric against the unquantized inputs. On outputs of a few dozen elements the
+        # FP8 input rounding alone can exceed 1e-3, so there the bound is what the exact
+        # dequantized product scores (the kernel must not add error of its own).
+        unquantized = a.double() @ b.double().T
+        floor = calc_diff(ref.to(out_dtype).double(), unquantized)
+        assert calc_diff(d.double(), unquantized) < max(1e-3, floor * 1.05)
     return d, (qa, sfa), (qb, sfb), c
 
 

@@ -62,8 +62,11 @@ DG_DEVICE void mbar_arrive(u64* bar) {
 }
 
 // Arrive on the barrier at the same offset in CTA `cta_rank` of this cluster (itself included).
+// Default (CTA-scope) release semantics on purpose: `.release.cluster` makes ptxas emit a GPU-wide
+// MEMBAR before every arrive, which cost about a microsecond per k-block. The arrive only has to
+// order this warp's shared-memory reads of the stage, which have completed by then.
 DG_DEVICE void mbar_arrive_cluster(u64* bar, u32 cta_rank) {
-    asm volatile("mbarrier.arrive.release.cluster.shared::cluster.b64 _, [%0];"
+    asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];"
                  :: "r"(map_to_cta(smem_u32(bar), cta_rank)) : "memory");
 }
 
