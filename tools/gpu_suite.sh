@@ -25,6 +25,7 @@ for s in $steps; do
         runtime) run_step runtime 120 python3 -m pytest -q -s -p no:cacheprovider --timeout=60 -rf tests/test_gpu_runtime.py ;;
         gemm) run_step gemm ${GEMM_LIMIT:-240} python3 -m pytest -q -p no:cacheprovider --timeout=60 --maxfail=${GEMM_MAXFAIL:-15} -rf tests/test_gpu_fp8_gemm.py ;;
         bench) run_step bench ${BENCH_LIMIT:-240} python3 -m benchmarks.run --out "$OUT" --deep-gemm-kernel fp8_gemm_kernel ${BENCH_ARGS:-} ;;
+        host) run_step host 120 python3 tools/host_profile.py ;;
         sweep) run_step sweep ${SWEEP_LIMIT:-200} python3 -m benchmarks.sweep_configs --out "$OUT/sweep.json" ${SWEEP_ARGS:-} ;;
     esac
 done
