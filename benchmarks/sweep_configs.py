@@ -6,7 +6,6 @@ calibrate the performance model in deep_gemm/heuristics/fp8_gemm.py.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import sys
 
@@ -15,7 +14,6 @@ import torch
 import deep_gemm
 from deep_gemm.heuristics import fp8_gemm as heur
 from deep_gemm.jit import precompile
-from deep_gemm.kernels.fp8_gemm import PAIR_M, PAIR_N, PAIR_NONE, Fp8GemmConfig
 from deep_gemm.testing import bench_kineto
 
 DEFAULT = "4096,7168,16384;4096,4096,7168;4096,7168,2048;4096,2112,7168;4096,24576,1536;4096,32768,512;" \
@@ -23,26 +21,8 @@ DEFAULT = "4096,7168,16384;4096,4096,7168;4096,7168,2048;4096,2112,7168;4096,245
 
 
 def candidates(m, n, k, num_sms):
-    out = []
-    for bm in (64, 128, 256):
-        wg = 1 if bm == 64 else 2
-        per_wg = bm // wg // 64
-        for bn in heur.BLOCK_NS:
-            if per_wg * bn > heur.max_accumulator_floats(wg) or (m >= 1024 and bn < 64) or (m >= 1024 and bm == 64):
-                continue
-            if m < 1024 and bm == 256:
-                continue
-            for pair in (PAIR_NONE, PAIR_M, PAIR_N):
-                if pair == PAIR_M and bn % 16:
-                    continue
-                cfg = Fp8GemmConfig(bm, bn, 1, wg, pair, num_sms=num_sms)
-                stages = heur.stages_that_fit(cfg, k)
-                if stages >= 3:
-                    cfg = dataclasses.replace(cfg, stages=stages)
-                    units_n = -(-n // bn) if pair != PAIR_N else -(-(-(-n // bn)) // 2)
-                    out.append(dataclasses.replace(cfg, raster_group=heur.raster_group(num_sms, bm, bn, units_n)))
-    # keep the sweep bounded: the 24 best by the model plus the heuristic's own pick
-    out.sort(key=lambda c: heur.estimate(c, m, n, k).cycles)
+    """The 24 configs the model likes best (the heuristic's pick among them)."""
+    out = sorted(heur.candidates(m, n, k, False, 0, num_sms), key=lambda c: heur.estimate(c, m, n, k).cycles)
     return out[:24]
 
 

@@ -79,6 +79,10 @@ FORCED = [
     Fp8GemmConfig(64, 192, 5, 1),
     Fp8GemmConfig(256, 64, 3, 2),
     Fp8GemmConfig(256, 80, 3, 2, PAIR_M),
+    Fp8GemmConfig(128, 128, 5, 2, PAIR_M, pipelined=True),
+    Fp8GemmConfig(128, 112, 6, 2, PAIR_N, pipelined=True),
+    Fp8GemmConfig(64, 128, 6, 1, PAIR_NONE, pipelined=True),
+    Fp8GemmConfig(64, 24, 8, 1, PAIR_N, pipelined=True),
 ]
 
 

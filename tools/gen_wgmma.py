@@ -18,15 +18,26 @@ FAMILIES = [
 def specialization(struct, shape, imms, n):
     num_acc = n // 2
     regs = ", ".join(f"%{i}" for i in range(num_acc))
-    outs = ", ".join(f'"+f"(d[{i}])' for i in range(num_acc))
+    inout = ", ".join(f'"+f"(d[{i}])' for i in range(num_acc))
+    out = ", ".join(f'"=f"(d[{i}])' for i in range(num_acc))
+    # `overwrite` declares d as output only (scale-d = 0): the previous contents are not inputs, so
+    # the compiler has no reason to touch the registers of a wgmma still in flight (which would make
+    # ptxas serialize the wgmmas).
     return (
         f"template <> struct {struct}<{n}> {{\n"
         f"    static DG_DEVICE void mma(u64 desc_a, u64 desc_b, float* d, bool accumulate) {{\n"
         f"        asm volatile(\n"
         f'            "{{\\n.reg .pred p;\\nsetp.ne.b32 p, %{num_acc + 2}, 0;\\n"\n'
         f'            "wgmma.mma_async.sync.aligned.m64n{n}{shape} {{{regs}}}, %{num_acc}, %{num_acc + 1}, p, {imms};\\n}}"\n'
-        f"            : {outs}\n"
+        f"            : {inout}\n"
         f'            : "l"(desc_a), "l"(desc_b), "r"(static_cast<u32>(accumulate)));\n'
+        f"    }}\n"
+        f"    static DG_DEVICE void overwrite(u64 desc_a, u64 desc_b, float* d) {{\n"
+        f"        asm volatile(\n"
+        f'            "{{\\n.reg .pred p;\\nsetp.ne.b32 p, 0, 0;\\n"\n'
+        f'            "wgmma.mma_async.sync.aligned.m64n{n}{shape} {{{regs}}}, %{num_acc}, %{num_acc + 1}, p, {imms};\\n}}"\n'
+        f"            : {out}\n"
+        f'            : "l"(desc_a), "l"(desc_b));\n'
         f"    }}\n"
         f"}};\n"
     )

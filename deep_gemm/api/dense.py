@@ -113,7 +113,8 @@ def fp8_gemm_nt(a, b, d, c=None, recipe=None, compiled_dims: str = "nk", disable
 
 def _make_plan(m, n, k, out_f32, epilogue, dev, num_sms, config) -> kernel.Fp8GemmPlan:
     if config is None:
-        cfg = heuristics.choose_config(m, n, k, out_f32, epilogue, num_sms)
+        ranked = heuristics.ranked_configs(m, n, k, out_f32, epilogue, num_sms)
+        cfg = heuristics.first_without_spills(ranked, lambda c: c.build())
     else:
         if not isinstance(config, kernel.Fp8GemmConfig):
             raise TypeError(f"config: expected a deep_gemm.Fp8GemmConfig, got {type(config).__name__}")

@@ -17,13 +17,15 @@ import dataclasses
 import functools
 import math
 
-from ..kernels.fp8_gemm import (BLOCK_K, EPI_TMA_STORE, MAX_SMEM, PAIR_M, PAIR_N, PAIR_NONE, Fp8GemmConfig,
-                                valid_block_n)
+from ..kernels.fp8_gemm import (BLOCK_K, EPI_TMA_STORE, MAX_ACCUMULATOR_FLOATS, MAX_SMEM, PAIR_M, PAIR_N, PAIR_NONE,
+                                Fp8GemmConfig, valid_block_n)
 
 FLOPS_PER_CYCLE = 8192          # dense FP8 wgmma per SM per cycle (1979 TFLOP/s / 132 SMs / 1.83 GHz)
 L2_BYTES_PER_CYCLE = 40.0       # sustained L2 -> SM operand bandwidth per SM (about 10 TB/s over 132 SMs)
 HBM_BYTES_PER_CYCLE = 3.0e12 / 1.83e9   # whole-chip copy bandwidth of an H100, per cycle
 TILE_OVERHEAD_CYCLES = 600      # epilogue staging + pipeline refill per tile (partly overlapped)
+PIPELINED_EFFICIENCY_LOSS = 1.1
+SERIAL_EFFICIENCY_LOSS = 1.5
 MAX_STAGES = 8
 MIN_STAGES = 3
 
@@ -37,13 +39,6 @@ class Estimate:
     waves: int
     last_wave_fill: float
     bytes_l2: float
-
-
-def max_accumulator_floats(num_math_wg: int) -> int:
-    # acc + tmp per thread must leave room for addresses and scales under the setmaxnreg budget
-    # (232 registers with two math warpgroups, 240 with one). ptxas (NVRTC 13.0 and 13.5): 192
-    # floats compile without spills either way, 256 spill.
-    return 192
 
 
 def stages_that_fit(cfg: Fp8GemmConfig, k: int) -> int:
@@ -70,8 +65,9 @@ def estimate(cfg: Fp8GemmConfig, m: int, n: int, k: int) -> Estimate:
     elif cfg.pair_axis == PAIR_N:
         a_bytes /= 2
     compute = 2 * bm * bn * BLOCK_K / FLOPS_PER_CYCLE
-    if cfg.num_math_wg == 1:
-        compute *= 1.15     # one math warpgroup cannot hide its promotion behind the other's wgmma
+    # Without the pipelined main loop the tensor cores idle while each warpgroup waits for its
+    # wgmmas and promotes (measured on an H200: about 0.67 of the pipelined model's rate).
+    compute *= PIPELINED_EFFICIENCY_LOSS if cfg.pipelined else SERIAL_EFFICIENCY_LOSS
     load = (a_bytes + b_bytes + bm * 4) / L2_BYTES_PER_CYCLE
     tile_cycles = kb * max(compute, load) + TILE_OVERHEAD_CYCLES
     unique_bytes = m * k + n * k + m * n * cfg.out_bytes
@@ -87,15 +83,11 @@ def raster_group(num_sms: int, block_m: int, block_n: int, n_units: int) -> int:
     return max(1, min(g, n_units))
 
 
-@functools.lru_cache(maxsize=4096)
-def choose_config(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms: int) -> Fp8GemmConfig:
-    best = None
+def candidates(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms: int):
+    """Every config the kernel can run for this problem, with the most stages that fit."""
     for bm in (64, 128, 256):
         wg = 1 if bm == 64 else 2
-        m64_per_wg = bm // wg // 64
         for bn in BLOCK_NS:
-            if m64_per_wg * bn > max_accumulator_floats(wg):
-                continue
             for pair in (PAIR_NONE, PAIR_M, PAIR_N):
                 if pair == PAIR_M and (bn % 16 or math.ceil(m / bm) < 2):
                     continue
@@ -103,30 +95,59 @@ def choose_config(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms:
                     continue
                 if pair != PAIR_NONE and num_sms % 2:
                     continue
-                cfg = Fp8GemmConfig(bm, bn, 1, wg, pair, out_f32, epilogue, num_sms=num_sms)
-                stages = stages_that_fit(cfg, k)
-                if stages < MIN_STAGES:
-                    continue
-                cfg = dataclasses.replace(cfg, stages=stages)
-                est = estimate(cfg, m, n, k)
-                key = (round(est.cycles, -1), est.bytes_l2, -bm * bn)
-                if best is None or key < best[0]:
-                    best = (key, est)
-    if best is None:
+                for pipelined in (True, False):
+                    cfg = Fp8GemmConfig(bm, bn, 1, wg, pair, out_f32, epilogue, pipelined, num_sms=num_sms)
+                    if cfg.accumulator_floats() > MAX_ACCUMULATOR_FLOATS:
+                        continue
+                    stages = stages_that_fit(cfg, k)
+                    if stages < MIN_STAGES:
+                        continue
+                    cfg = dataclasses.replace(cfg, stages=stages)
+                    n_units = math.ceil(n / bn)
+                    if pair == PAIR_N:
+                        n_units = math.ceil(n_units / 2)
+                    yield dataclasses.replace(cfg, raster_group=raster_group(num_sms, bm, bn, n_units))
+
+
+@functools.lru_cache(maxsize=4096)
+def ranked_configs(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms: int) -> tuple:
+    """Every runnable config, best predicted first (ties: fewer bytes, then larger tiles)."""
+    scored = []
+    for cfg in candidates(m, n, k, out_f32, epilogue, num_sms):
+        est = estimate(cfg, m, n, k)
+        scored.append(((round(est.cycles, -1), est.bytes_l2, -cfg.block_m * cfg.block_n), cfg))
+    if not scored:
         raise ValueError(f"no FP8 GEMM config fits shared memory for M={m}, N={n}, K={k}")
-    cfg = best[1].config
-    n_units = math.ceil(n / cfg.block_n)
-    if cfg.pair_axis == PAIR_N:
-        n_units = math.ceil(n_units / 2)
-    return dataclasses.replace(cfg, raster_group=raster_group(num_sms, cfg.block_m, cfg.block_n, n_units))
+    scored.sort(key=lambda item: item[0])
+    return tuple(cfg for _, cfg in scored)
+
+
+def choose_config(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms: int) -> Fp8GemmConfig:
+    """The model's pick. (The JIT layer skips to the next one if ptxas reports spills for it.)"""
+    return ranked_configs(m, n, k, out_f32, epilogue, num_sms)[0]
+
+
+def first_without_spills(configs, build) -> Fp8GemmConfig:
+    """The first config whose compiled kernel uses no local memory; `build(cfg)` -> CompiledKernel.
+    Register allocation near the 192-accumulator limit differs between ptxas versions, so the
+    model's choice is checked against the real compiler rather than a fixed rule."""
+    first = None
+    for cfg in configs[:8]:
+        r = build(cfg).resources
+        if first is None:
+            first = cfg
+        if not (r.get("spill_stores") or r.get("spill_loads") or r.get("stack_frame")):
+            return cfg
+    return first
 
 
 def describe(cfg: Fp8GemmConfig, m: int, n: int, k: int) -> str:
     est = estimate(cfg, m, n, k)
     pair = {PAIR_NONE: "none", PAIR_M: "B shared by M pairs", PAIR_N: "A shared by N pairs"}[cfg.pair_axis]
     return (f"M={m} N={n} K={k}: block {cfg.block_m}x{cfg.block_n}, {cfg.stages} stages, {cfg.num_math_wg} math WG, "
+            f"{'pipelined' if cfg.pipelined else 'serial'} promotion, "
             f"multicast {pair}, raster group {cfg.raster_group}, {est.waves} waves (last {est.last_wave_fill:.0%} full), "
             f"predicted {est.cycles / 1.83e3:.1f} us")
 
 
-__all__ = ["choose_config", "estimate", "describe", "raster_group", "BLOCK_NS", "EPI_TMA_STORE"]
+__all__ = ["choose_config", "ranked_configs", "first_without_spills", "estimate", "describe", "raster_group", "BLOCK_NS", "EPI_TMA_STORE"]

@@ -40,7 +40,8 @@ class CompiledKernel:
 
 def _base_options() -> list[str]:
     opts = [f"--gpu-architecture={ARCH}", "-std=c++17", f"--include-path={INCLUDE_DIR}",
-            "--ptxas-options=--verbose", "-DNDEBUG"]
+            "--ptxas-options=--verbose", "-DNDEBUG",
+            "-default-device"]   # NVRTC 13.0 treats unannotated lambdas as host code otherwise
     if envs.jit_lineinfo():
         opts.append("-lineinfo")
     return opts

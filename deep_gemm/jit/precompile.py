@@ -64,11 +64,13 @@ def _build_one(cfg, k: int) -> BuildReport:
 
 def configs_for(shapes, num_sms: int, out_f32: bool = False):
     """(config, K) for each distinct kernel the heuristic picks for `shapes`."""
-    from ..heuristics.fp8_gemm import choose_config
+    from ..heuristics.fp8_gemm import first_without_spills, ranked_configs
     from ..kernels.fp8_gemm import EPI_TMA_STORE
     seen = {}
     for m, n, k in shapes:
-        cfg = choose_config(m, n, k, out_f32, EPI_TMA_STORE, num_sms)
+        ranked = ranked_configs(m, n, k, out_f32, EPI_TMA_STORE, num_sms)
+        # the same pick the library makes at run time (compiling the candidates it has to look at)
+        cfg = first_without_spills(ranked, lambda c: c.build())
         name = cfg.kernel_name()
         if name not in seen or k > seen[name][1]:
             seen[name] = (cfg, k)

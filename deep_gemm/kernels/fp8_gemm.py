@@ -26,6 +26,10 @@ Fp8GemmParams = params_struct("Fp8GemmParams", [
     ("sfb_ld", ctypes.c_uint32), ("ldd", ctypes.c_uint32), ("raster_group", ctypes.c_uint32)])
 _OFF_A, _OFF_B, _OFF_SFA, _OFF_D = (getattr(Fp8GemmParams, f).offset for f in ("tma_a", "tma_b", "tma_sfa", "tma_d"))
 
+# acc + temporaries per thread that leave room for addresses and scales under the setmaxnreg budget
+# (232 registers with two math warpgroups, 240 with one). ptxas (NVRTC 13.0 and 13.5): 192 floats
+# compile without spills either way, 256 spill.
+MAX_ACCUMULATOR_FLOATS = 192
 MAX_SMEM = 232448   # sm_90 opt-in dynamic shared memory per block
 SMEM_ALIGN_SLACK = 1024
 
@@ -48,6 +52,8 @@ class Fp8GemmConfig:
     pair_axis: int = PAIR_NONE
     out_f32: bool = False
     epilogue: int = EPI_TMA_STORE
+    # double-buffered temporary accumulator: the next k-block's wgmmas overlap this one's promotion
+    pipelined: bool = False
     # run-time parameters (not template arguments)
     raster_group: int = 8
     num_sms: int = 132
@@ -73,6 +79,10 @@ class Fp8GemmConfig:
     def out_bytes(self) -> int:
         return 4 if self.out_f32 else 2
 
+    def accumulator_floats(self) -> int:
+        """FP32 accumulator registers per math thread: the result plus one or two temporaries."""
+        return (3 if self.pipelined else 2) * (self.wg_m // 64) * self.block_n // 2
+
     def fixed_smem_bytes(self) -> int:
         stage = self.block_m * BLOCK_K + self.block_n * BLOCK_K
         d = self.block_m * self.block_n * self.out_bytes if self.tma_epilogue else 0
@@ -84,12 +94,12 @@ class Fp8GemmConfig:
 
     def template_args(self) -> str:
         return (f"{self.block_m}, {self.block_n}, {self.stages}, {self.num_math_wg}, {self.pair_axis}, "
-                f"{'true' if self.out_f32 else 'false'}, {self.epilogue}")
+                f"{'true' if self.out_f32 else 'false'}, {self.epilogue}, {'true' if self.pipelined else 'false'}")
 
     def kernel_name(self) -> str:
         """Unique per compiled kernel (run-time fields excluded)."""
         return (f"fp8_gemm_m{self.block_m}_n{self.block_n}_s{self.stages}_wg{self.num_math_wg}_p{self.pair_axis}_"
-                f"{'f32' if self.out_f32 else 'bf16'}_e{self.epilogue}")
+                f"{'f32' if self.out_f32 else 'bf16'}_e{self.epilogue}{'_pp' if self.pipelined else ''}")
 
     def check(self) -> None:
         """Raises ValueError for configs the kernel cannot run (mirrors its static_asserts)."""
@@ -107,10 +117,13 @@ class Fp8GemmConfig:
             problems.append("pairing along N multicasts A halves: block_m must be a multiple of 16")
         if self.epilogue in (EPI_TMA_REDUCE, EPI_DIRECT_ACCUMULATE) and not self.out_f32:
             problems.append("accumulating epilogues need FP32 output")
-        if self.stages < 1:
-            problems.append("stages must be >= 1")
+        if self.stages < (3 if self.pipelined else 1):
+            problems.append(f"stages must be >= {3 if self.pipelined else 1}")
         if self.num_sms < self.cluster or self.num_sms % self.cluster:
             problems.append(f"num_sms={self.num_sms} must be a positive multiple of the cluster size {self.cluster}")
+        if self.accumulator_floats() > MAX_ACCUMULATOR_FLOATS:
+            problems.append(f"{self.accumulator_floats()} accumulator registers per thread exceed the "
+                            f"{MAX_ACCUMULATOR_FLOATS} that compile without spills")
         if problems:
             raise ValueError(f"invalid FP8 GEMM config {self}: " + "; ".join(problems))
 

@@ -37,7 +37,8 @@ enum Epilogue : u32 {
     kEpilogueDirectAccumulate = 3,
 };
 
-template <u32 BLOCK_M, u32 BLOCK_N, u32 STAGES, u32 NUM_MATH_WG, u32 PAIR_AXIS, bool OUT_F32, u32 EPILOGUE>
+template <u32 BLOCK_M, u32 BLOCK_N, u32 STAGES, u32 NUM_MATH_WG, u32 PAIR_AXIS, bool OUT_F32, u32 EPILOGUE,
+          bool PIPELINED>
 struct Fp8GemmConfig {
     static constexpr u32 BLOCK_K = 128;
     static constexpr u32 CLUSTER = PAIR_AXIS == 0 ? 1 : 2;
@@ -77,14 +78,16 @@ struct Fp8GemmConfig {
                   "BLOCK_N would let a tile straddle three B scale blocks");
     static_assert(PAIR_AXIS != 1 || BLOCK_N % 16 == 0, "multicast of B splits the tile into two halves of 8-row groups");
     static_assert(PAIR_AXIS != 2 || BLOCK_M % 16 == 0, "multicast of A splits the tile into two halves of 8-row groups");
+    static_assert(!PIPELINED || STAGES >= 3, "the pipelined main loop holds two stages at a time");
     static_assert(!(EPILOGUE == kEpilogueTmaReduce || EPILOGUE == kEpilogueDirectAccumulate) || OUT_F32,
                   "accumulating into D needs FP32 output");
 };
 
-template <u32 BLOCK_M, u32 BLOCK_N, u32 STAGES, u32 NUM_MATH_WG, u32 PAIR_AXIS, bool OUT_F32, u32 EPILOGUE>
+template <u32 BLOCK_M, u32 BLOCK_N, u32 STAGES, u32 NUM_MATH_WG, u32 PAIR_AXIS, bool OUT_F32, u32 EPILOGUE,
+          bool PIPELINED>
 __global__ void __launch_bounds__((NUM_MATH_WG + 1) * 128, 1)
 fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
-    using Cfg = Fp8GemmConfig<BLOCK_M, BLOCK_N, STAGES, NUM_MATH_WG, PAIR_AXIS, OUT_F32, EPILOGUE>;
+    using Cfg = Fp8GemmConfig<BLOCK_M, BLOCK_N, STAGES, NUM_MATH_WG, PAIR_AXIS, OUT_F32, EPILOGUE, PIPELINED>;
     constexpr u32 BLOCK_K = Cfg::BLOCK_K;
     constexpr u32 CLUSTER = Cfg::CLUSTER;
 
@@ -157,8 +160,72 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
         const u32 num_sfb_rows = ceil_div(p.n, 128u);
 
         float acc[M64][NUM_ACC];
-        float tmp[M64][NUM_ACC];
+        // Temporary accumulators: with PIPELINED the wgmmas of k-block kb+1 run into the second
+        // buffer while the first one is promoted, so the tensor cores never wait for the FFMAs.
+        float tmp[PIPELINED ? 2 : 1][M64][NUM_ACC];
         u32 iter = 0, m_block, n_block;
+
+        // Issues the wgmmas of the k-block in stage `s` into tmp[buf] (as one commit group).
+        auto issue = [&](u32 s, auto buf) {
+            const u8* a_tile = smem + Cfg::OFF_A + s * Cfg::A_STAGE_BYTES + warpgroup * Cfg::WG_M * BLOCK_K;
+            const u64 desc_b = make_kmajor_sw128_desc(smem + Cfg::OFF_B + s * Cfg::B_STAGE_BYTES);
+            wgmma_fence();
+            #pragma unroll
+            for (u32 mi = 0; mi < M64; ++mi) {
+                const u64 desc_a = make_kmajor_sw128_desc(a_tile + mi * 64 * BLOCK_K);
+                float* t = tmp[decltype(buf)::value][mi];
+                WgmmaFp8<BLOCK_N>::overwrite(desc_a, desc_b, t);
+                #pragma unroll
+                for (u32 kk = 1; kk < BLOCK_K / 32; ++kk)
+                    WgmmaFp8<BLOCK_N>::mma(desc_advance(desc_a, kk * 32), desc_advance(desc_b, kk * 32), t, true);
+            }
+            wgmma_commit();
+        };
+
+        // After tmp[buf]'s wgmmas completed: read the row scales of stage `s`, release the stage,
+        // and promote: acc += tmp * sa * sb, in FP32.
+        auto finish = [&](u32 kb, u32 s, u32 boundary, auto buf) {
+            constexpr u32 b = decltype(buf)::value;
+            #pragma unroll
+            for (u32 mi = 0; mi < M64; ++mi)
+                #pragma unroll
+                for (u32 i = 0; i < NUM_ACC; ++i) pin_register(tmp[b][mi][i]);
+            const float sb0 = sfb_smem[kb], sb1 = sfb_smem[num_k_blocks + kb];
+            const float* sfa = reinterpret_cast<const float*>(smem + Cfg::OFF_SFA + s * Cfg::SFA_STAGE_BYTES);
+            float sa_lo[M64], sa_hi[M64];
+            #pragma unroll
+            for (u32 mi = 0; mi < M64; ++mi) {
+                const u32 row = warpgroup * Cfg::WG_M + mi * 64 + warp * 16 + lane / 4;
+                sa_lo[mi] = sfa[row];
+                sa_hi[mi] = sfa[row + 8];
+            }
+            __syncwarp();
+            if (lane == 0) {
+                if constexpr (CLUSTER == 1) {
+                    mbar_arrive(&empty_bars[s]);
+                } else {
+                    #pragma unroll
+                    for (u32 r = 0; r < CLUSTER; ++r) mbar_arrive_cluster(&empty_bars[s], r);
+                }
+            }
+            #pragma unroll
+            for (u32 mi = 0; mi < M64; ++mi) {
+                const float s_lo0 = sa_lo[mi] * sb0, s_lo1 = sa_lo[mi] * sb1;
+                const float s_hi0 = sa_hi[mi] * sb0, s_hi1 = sa_hi[mi] * sb1;
+                #pragma unroll
+                for (u32 j = 0; j < BLOCK_N / 8; ++j) {
+                    const bool second = j * 8 >= boundary;
+                    const float s_lo = second ? s_lo1 : s_lo0, s_hi = second ? s_hi1 : s_hi0;
+                    acc[mi][j * 4 + 0] += tmp[b][mi][j * 4 + 0] * s_lo;
+                    acc[mi][j * 4 + 1] += tmp[b][mi][j * 4 + 1] * s_lo;
+                    acc[mi][j * 4 + 2] += tmp[b][mi][j * 4 + 2] * s_hi;
+                    acc[mi][j * 4 + 3] += tmp[b][mi][j * 4 + 3] * s_hi;
+                }
+            }
+        };
+        auto wait_full = [&](u32 it) { mbar_wait(&full_bars[it % STAGES], (it / STAGES) & 1); };
+        using Buf0 = IntConst<0>;
+
         while (scheduler.next(m_block, n_block)) {
             const u32 m0 = m_block * BLOCK_M, n0 = n_block * BLOCK_N;
 
@@ -183,64 +250,43 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 #pragma unroll
                 for (u32 i = 0; i < NUM_ACC; ++i) acc[mi][i] = 0.0f;
 
-            // Unrolling this loop (which ptxas likes to do when STAGES is a power of two) multiplies
-            // the live accumulators and spills; one k-block per iteration is what we want.
-            #pragma unroll 1
-            for (u32 kb = 0; kb < num_k_blocks; ++kb, ++iter) {
-                const u32 s = iter % STAGES, phase = (iter / STAGES) & 1;
-                const float sb0 = sfb_smem[kb], sb1 = sfb_smem[num_k_blocks + kb];
-                mbar_wait(&full_bars[s], phase);
-
-                const u8* a_tile = smem + Cfg::OFF_A + s * Cfg::A_STAGE_BYTES + warpgroup * Cfg::WG_M * BLOCK_K;
-                const u64 desc_b = make_kmajor_sw128_desc(smem + Cfg::OFF_B + s * Cfg::B_STAGE_BYTES);
-                wgmma_fence();
-                #pragma unroll
-                for (u32 mi = 0; mi < M64; ++mi) {
-                    const u64 desc_a = make_kmajor_sw128_desc(a_tile + mi * 64 * BLOCK_K);
-                    #pragma unroll
-                    for (u32 kk = 0; kk < BLOCK_K / 32; ++kk)
-                        WgmmaFp8<BLOCK_N>::mma(desc_advance(desc_a, kk * 32), desc_advance(desc_b, kk * 32), tmp[mi], kk > 0);
+            u32 kb = 0;
+            if constexpr (PIPELINED) {
+                // Groups of four k-blocks alternating two temporary buffers: buffer indices are
+                // compile-time constants, there is no run-time branch between a wgmma and the wait
+                // that retires it, and none is in flight across the back edge (otherwise ptxas
+                // serializes every wgmma). Three of four promotions overlap the next wgmmas.
+                #pragma unroll 1
+                for (; kb + 4 <= num_k_blocks; kb += 4) {
+                    wait_full(iter);
+                    issue(iter % STAGES, Buf0{});
+                    auto step = [&](auto j) {
+                        constexpr u32 J = decltype(j)::value;
+                        if constexpr (J < 3) {
+                            wait_full(iter + 1);
+                            issue((iter + 1) % STAGES, IntConst<(J + 1) % 2>{});
+                            wgmma_wait<1>();
+                        } else {
+                            wgmma_wait<0>();
+                        }
+                        finish(kb + J, iter % STAGES, boundary, IntConst<J % 2>{});
+                        ++iter;
+                    };
+                    step(IntConst<0>{});
+                    step(IntConst<1>{});
+                    step(IntConst<2>{});
+                    step(IntConst<3>{});
                 }
-                wgmma_commit();
-                wgmma_wait<0>();
-                #pragma unroll
-                for (u32 mi = 0; mi < M64; ++mi)
-                    #pragma unroll
-                    for (u32 i = 0; i < NUM_ACC; ++i) pin_register(tmp[mi][i]);
-
-                // Row scales of this thread's two rows per m64 slice, then release the stage.
-                const float* sfa = reinterpret_cast<const float*>(smem + Cfg::OFF_SFA + s * Cfg::SFA_STAGE_BYTES);
-                float sa_lo[M64], sa_hi[M64];
-                #pragma unroll
-                for (u32 mi = 0; mi < M64; ++mi) {
-                    const u32 row = warpgroup * Cfg::WG_M + mi * 64 + warp * 16 + lane / 4;
-                    sa_lo[mi] = sfa[row];
-                    sa_hi[mi] = sfa[row + 8];
-                }
-                __syncwarp();
-                if (lane == 0) {
-                    if constexpr (CLUSTER == 1) {
-                        mbar_arrive(&empty_bars[s]);
-                    } else {
-                        #pragma unroll
-                        for (u32 r = 0; r < CLUSTER; ++r) mbar_arrive_cluster(&empty_bars[s], r);
-                    }
-                }
-
-                // Promotion: acc += tmp * sa * sb, in FP32.
-                #pragma unroll
-                for (u32 mi = 0; mi < M64; ++mi) {
-                    const float s_lo0 = sa_lo[mi] * sb0, s_lo1 = sa_lo[mi] * sb1;
-                    const float s_hi0 = sa_hi[mi] * sb0, s_hi1 = sa_hi[mi] * sb1;
-                    #pragma unroll
-                    for (u32 j = 0; j < BLOCK_N / 8; ++j) {
-                        const bool second = j * 8 >= boundary;
-                        const float s_lo = second ? s_lo1 : s_lo0, s_hi = second ? s_hi1 : s_hi0;
-                        acc[mi][j * 4 + 0] += tmp[mi][j * 4 + 0] * s_lo;
-                        acc[mi][j * 4 + 1] += tmp[mi][j * 4 + 1] * s_lo;
-                        acc[mi][j * 4 + 2] += tmp[mi][j * 4 + 2] * s_hi;
-                        acc[mi][j * 4 + 3] += tmp[mi][j * 4 + 3] * s_hi;
-                    }
+            }
+            {
+                // Unrolling this loop (which ptxas likes to do when STAGES is a power of two)
+                // multiplies the live accumulators and spills.
+                #pragma unroll 1
+                for (; kb < num_k_blocks; ++kb, ++iter) {
+                    wait_full(iter);
+                    issue(iter % STAGES, Buf0{});
+                    wgmma_wait<0>();
+                    finish(kb, iter % STAGES, boundary, Buf0{});
                 }
             }
 

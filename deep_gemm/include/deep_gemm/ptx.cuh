@@ -20,6 +20,9 @@ struct alignas(64) TmaDescriptor {
 
 #define DG_DEVICE __device__ __forceinline__
 
+// A compile-time index carried by type, for lambdas that must address register arrays statically.
+template <u32 V> struct IntConst { static constexpr u32 value = V; };
+
 template <typename T>
 DG_DEVICE T ceil_div(T a, T b) { return (a + b - 1) / b; }
 
