@@ -75,10 +75,36 @@ def _epilogue(d: torch.Tensor, c, n: int) -> int:
     return kernel.EPI_TMA_REDUCE if tma_ok else kernel.EPI_DIRECT_ACCUMULATE
 
 
+# Warm-call cache: the full signature of the tensors (address, shape, strides, dtype) -> the plan and
+# its parameter block. Everything validation and planning look at is in the key, so a hit needs no
+# further checks; a freed tensor whose address is reused with the same signature gets the same,
+# still correct, parameters.
+_warm: dict[tuple, tuple] = {}
+_WARM_LIMIT = 4096
+
+
+def _signature(a, b, d):
+    x, sx = a
+    y, sy = b
+    return (x.data_ptr(), x.shape, x.stride(), x.dtype, sx.data_ptr(), sx.shape, sx.stride(), sx.dtype,
+            y.data_ptr(), y.shape, y.stride(), y.dtype, sy.data_ptr(), sy.shape, sy.stride(), sy.dtype,
+            d.data_ptr(), d.shape, d.stride(), d.dtype, device.num_sms_override())
+
+
 def fp8_gemm_nt(a, b, d, c=None, recipe=None, compiled_dims: str = "nk", disable_ue8m0_cast: bool = False,
                 *, config: kernel.Fp8GemmConfig | None = None) -> None:
     """D = A_real @ B_real^T (+ C). `config` forces a kernel config (for tuning); see
     deep_gemm.heuristics.fp8_gemm.choose_config for what the library would pick."""
+    key = None
+    if c is None and recipe is None and config is None and type(a) is tuple and type(b) is tuple:
+        try:
+            key = _signature(a, b, d)
+        except (AttributeError, TypeError, ValueError):
+            key = None
+        hit = _warm.get(key) if key is not None else None
+        if hit is not None:
+            hit[0].launch(hit[1])
+            return
     a, sfa, b, sfb, m, n, k = _validate(a, b, d, c, recipe)
     if m == 0 or n == 0:
         return
@@ -92,8 +118,10 @@ def fp8_gemm_nt(a, b, d, c=None, recipe=None, compiled_dims: str = "nk", disable
     checks.k_major_operand(b, "b[0] (B)")
     if d.stride(1) != 1:
         raise ValueError(f"d: expected unit stride along N, got strides {tuple(d.stride())}")
+    sfb_given = sfb
     if sfb.stride(1) != 1:
         sfb = sfb.contiguous()
+    sfa_given = sfa
     sfa = get_mn_major_tma_aligned_tensor(sfa)
     out_f32 = d.dtype == torch.float32
     if c is not None and not (c.data_ptr() == d.data_ptr() and c.stride() == d.stride()):
@@ -107,8 +135,15 @@ def fp8_gemm_nt(a, b, d, c=None, recipe=None, compiled_dims: str = "nk", disable
     if plan is None:
         plan = _make_plan(m, n, k, out_f32, epilogue, dev, num_sms, config)
         _plans[key] = plan
-    plan.launch(a.data_ptr(), a.stride(0), b.data_ptr(), b.stride(0), sfa.data_ptr(), sfa.stride(1),
-                sfb.data_ptr(), sfb.stride(0), d.data_ptr(), d.stride(0))
+    params = plan.make_params(a.data_ptr(), a.stride(0), b.data_ptr(), b.stride(0), sfa.data_ptr(), sfa.stride(1),
+                              sfb.data_ptr(), sfb.stride(0), d.data_ptr(), d.stride(0))
+    plan.launch(params)
+    # Only calls that used the caller's tensors as they are can be replayed from the signature
+    # (a transposed sfa copy or a contiguous sfb copy is a new tensor every call).
+    if key is not None and sfa is sfa_given and sfb is sfb_given:
+        if len(_warm) >= _WARM_LIMIT:
+            _warm.clear()
+        _warm[key] = (plan, params)
 
 
 def _make_plan(m, n, k, out_f32, epilogue, dev, num_sms, config) -> kernel.Fp8GemmPlan:

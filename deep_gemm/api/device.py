@@ -41,6 +41,10 @@ def get_num_sms() -> int:
     return _device_sms(torch.cuda.current_device())
 
 
+def num_sms_override() -> int | None:
+    return _num_sms_override
+
+
 def num_sms_for(index: int) -> int:
     return _num_sms_override if _num_sms_override is not None else _device_sms(index)
 

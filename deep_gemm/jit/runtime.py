@@ -127,11 +127,15 @@ class Launcher:
         self._launch = d.cuLaunchKernelEx
         self._stream_type = d.CUstream
         self._success = d.CUresult.CUDA_SUCCESS
+        self._streams: dict[int, object] = {}   # stream handle wrappers, built once per stream
 
     def __call__(self, params: ctypes.Structure, stream: int) -> None:
         # cuLaunchKernelEx copies the parameter bytes before returning, so `params` may be reused.
         args = (ctypes.c_void_p * 1)(ctypes.addressof(params))
-        self.config.hStream = self._stream_type(stream)
+        handle = self._streams.get(stream)
+        if handle is None:
+            handle = self._streams[stream] = self._stream_type(stream)
+        self.config.hStream = handle
         (err,) = self._launch(self.config, self.func, ctypes.addressof(args), 0)
         if err != self._success:
             check((err,), f"cuLaunchKernelEx(grid={self.grid}, block={self.block}, smem={self.smem}, "

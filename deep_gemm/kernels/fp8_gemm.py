@@ -90,7 +90,7 @@ class Fp8GemmConfig:
 
     def smem_bytes(self, k: int) -> int:
         num_k_blocks = -(-k // BLOCK_K)
-        return self.fixed_smem_bytes() + self.num_math_wg * 2 * num_k_blocks * 4 + SMEM_ALIGN_SLACK
+        return self.fixed_smem_bytes() + self.num_math_wg * 4 * num_k_blocks * 4 + SMEM_ALIGN_SLACK
 
     def template_args(self) -> str:
         return (f"{self.block_m}, {self.block_n}, {self.stages}, {self.num_math_wg}, {self.pair_axis}, "
@@ -178,9 +178,10 @@ class Fp8GemmPlan:
             nb = -(-nb // 2)
         return mb * nb
 
-    def launch(self, a_ptr: int, lda: int, b_ptr: int, ldb: int, sfa_ptr: int, sfa_ld: int, sfb_ptr: int,
-               sfb_ld: int, d_ptr: int, ldd: int, stream: int | None = None) -> None:
-        """Strides are in elements; sfa is MN-major (sfa_ld = distance between K blocks)."""
+    def make_params(self, a_ptr: int, lda: int, b_ptr: int, ldb: int, sfa_ptr: int, sfa_ld: int, sfb_ptr: int,
+                    sfb_ld: int, d_ptr: int, ldd: int) -> Fp8GemmParams:
+        """The kernel's parameter block. Strides are in elements; sfa is MN-major (sfa_ld = distance
+        between K blocks)."""
         m, n, k = self.m, self.n, self.k
         tensor_map = runtime.tensor_map
         p = Fp8GemmParams()
@@ -194,4 +195,7 @@ class Fp8GemmPlan:
                                                  (ldd * elem, 16), self.d_box))
         p.sfb, p.d = sfb_ptr, d_ptr
         p.m, p.n, p.k, p.sfb_ld, p.ldd, p.raster_group = m, n, k, sfb_ld, ldd, c.raster_group
-        self.launcher(p, current_stream(self.device) if stream is None else stream)
+        return p
+
+    def launch(self, params: Fp8GemmParams, stream: int | None = None) -> None:
+        self.launcher(params, current_stream(self.device) if stream is None else stream)

@@ -64,7 +64,8 @@ struct Fp8GemmConfig {
     static constexpr u32 OFF_SFA = OFF_D + NUM_MATH_WG * D_WG_BYTES;
     static constexpr u32 OFF_BARS = OFF_SFA + STAGES * SFA_STAGE_BYTES;
     static constexpr u32 OFF_SFB = OFF_BARS + 2 * STAGES * 8;
-    // Bytes before the sfb region; the host adds NUM_MATH_WG * 2 * ceil(K/128) * 4 and 1024 of alignment slack.
+    // Bytes before the sfb region; the host adds NUM_MATH_WG * 4 * ceil(K/128) * 4 (two buffers of two
+    // scale rows per math warpgroup) and 1024 of alignment slack.
     static constexpr u32 FIXED_SMEM_BYTES = OFF_SFB;
 
     static constexpr u32 PRODUCER_REGS = 40;
@@ -156,8 +157,20 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
         constexpr u32 NUM_ACC = BLOCK_N / 2;   // FP32 accumulators per thread per m64 slice
         const u32 wg_thread = threadIdx.x % 128, warp = wg_thread / 32, lane = lane_id();
         const u32 barrier_id = 1 + warpgroup;   // named barrier of this warpgroup
-        float* sfb_smem = reinterpret_cast<float*>(smem + Cfg::OFF_SFB) + warpgroup * 2 * num_k_blocks;
+        // Two buffers per warpgroup, each [2 scale rows][K blocks]: the next tile's B scales are
+        // fetched with cp.async while this tile computes, so no tile starts with a global load.
+        float* sfb_base = reinterpret_cast<float*>(smem + Cfg::OFF_SFB) + warpgroup * 4 * num_k_blocks;
+        const float* sfb_smem = sfb_base;
         const u32 num_sfb_rows = ceil_div(p.n, 128u);
+        auto prefetch_sfb = [&](u32 n_blk, float* dst) {
+            const u32 row0 = min(n_blk * BLOCK_N / 128, num_sfb_rows - 1);
+            const u32 row1 = min(row0 + 1, num_sfb_rows - 1);
+            for (u32 i = wg_thread; i < 2 * num_k_blocks; i += 128) {
+                const u32 row = i < num_k_blocks ? row0 : row1;
+                const u32 kb = i < num_k_blocks ? i : i - num_k_blocks;
+                cp_async_4(smem_u32(dst + i), p.sfb + static_cast<u64>(row) * p.sfb_ld + kb);
+            }
+        };
 
         float acc[M64][NUM_ACC];
         // Temporary accumulators: with PIPELINED the wgmmas of k-block kb+1 run into the second
@@ -226,24 +239,21 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
         auto wait_full = [&](u32 it) { mbar_wait(&full_bars[it % STAGES], (it / STAGES) & 1); };
         using Buf0 = IntConst<0>;
 
-        while (scheduler.next(m_block, n_block)) {
+        u32 buf = 0;
+        bool has_tile = scheduler.next(m_block, n_block);
+        if (has_tile) prefetch_sfb(n_block, sfb_base);
+        while (has_tile) {
             const u32 m0 = m_block * BLOCK_M, n0 = n_block * BLOCK_N;
-
-            // The direct epilogue has no barrier after the main loop: make sure every thread is done
-            // reading the previous tile's B scales before they are overwritten.
-            if constexpr (!Cfg::TMA_EPILOGUE) named_barrier_sync(barrier_id, 128);
-
-            // The tile's B scales: one or two 128-row scale blocks, for every K block.
-            const u32 sfb_row0 = min(n0 / 128, num_sfb_rows - 1);
-            const u32 sfb_row1 = min(sfb_row0 + 1, num_sfb_rows - 1);
+            u32 next_m_block, next_n_block;
+            const bool has_next = scheduler.next(next_m_block, next_n_block);
+            // This tile's scales have landed (for every thread), and every thread is past the
+            // previous tile, whose buffer the next prefetch overwrites.
+            cp_async_wait_all();
+            named_barrier_sync(barrier_id, 128);
+            sfb_smem = sfb_base + buf * 2 * num_k_blocks;
+            if (has_next) prefetch_sfb(next_n_block, sfb_base + (buf ^ 1) * 2 * num_k_blocks);
             // Columns of the tile at or past `boundary` use the second scale block.
             const u32 boundary = (n0 / 128 + 1) * 128 - n0;
-            for (u32 i = wg_thread; i < 2 * num_k_blocks; i += 128) {
-                const u32 row = i < num_k_blocks ? sfb_row0 : sfb_row1;
-                const u32 kb = i < num_k_blocks ? i : i - num_k_blocks;
-                sfb_smem[i] = ld_global_nc_f32(p.sfb + static_cast<u64>(row) * p.sfb_ld + kb);
-            }
-            named_barrier_sync(barrier_id, 128);
 
             #pragma unroll
             for (u32 mi = 0; mi < M64; ++mi)
@@ -353,6 +363,8 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                     }
                 }
             }
+            buf ^= 1;
+            m_block = next_m_block, n_block = next_n_block, has_tile = has_next;
         }
         if constexpr (Cfg::TMA_EPILOGUE) {
             if (wg_thread == 0) tma_store_wait_all();

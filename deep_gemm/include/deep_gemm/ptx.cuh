@@ -171,6 +171,12 @@ DG_DEVICE void st_shared_f32x2(u32 addr, float a, float b) {
     asm volatile("st.shared.v2.f32 [%0], {%1, %2};" :: "r"(addr), "f"(a), "f"(b));
 }
 
+// Asynchronous 4-byte global -> shared copy (LDGSTS): the latency is paid while other work runs.
+DG_DEVICE void cp_async_4(u32 smem_addr, const void* gmem) {
+    asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" :: "r"(smem_addr), "l"(gmem) : "memory");
+}
+DG_DEVICE void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
+
 DG_DEVICE float ld_global_nc_f32(const float* p) {
     float v;
     asm volatile("ld.global.nc.f32 %0, [%1];" : "=f"(v) : "l"(p));
