@@ -130,11 +130,11 @@ def fp8_gemm_nt(a, b, d, c=None, recipe=None, compiled_dims: str = "nk", disable
 
     dev = a.device.index
     num_sms = device.num_sms_for(dev)
-    key = (m, n, k, out_f32, epilogue, dev, num_sms, config)
-    plan = _plans.get(key)
+    plan_key = (m, n, k, out_f32, epilogue, dev, num_sms, config)
+    plan = _plans.get(plan_key)
     if plan is None:
         plan = _make_plan(m, n, k, out_f32, epilogue, dev, num_sms, config)
-        _plans[key] = plan
+        _plans[plan_key] = plan
     params = plan.make_params(a.data_ptr(), a.stride(0), b.data_ptr(), b.stride(0), sfa.data_ptr(), sfa.stride(1),
                               sfb.data_ptr(), sfb.stride(0), d.data_ptr(), d.stride(0))
     plan.launch(params)

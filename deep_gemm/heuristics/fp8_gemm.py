@@ -21,11 +21,13 @@ from ..kernels.fp8_gemm import (BLOCK_K, EPI_TMA_STORE, MAX_ACCUMULATOR_FLOATS, 
                                 Fp8GemmConfig, valid_block_n)
 
 FLOPS_PER_CYCLE = 8192          # dense FP8 wgmma per SM per cycle (1979 TFLOP/s / 132 SMs / 1.83 GHz)
-L2_BYTES_PER_CYCLE = 64.0       # L2 -> SM operand bandwidth per SM (an H200 sweep showed multicast barely matters)
+L2_BYTES_PER_CYCLE = 40.0       # L2 -> SM operand bandwidth per SM (about 10 TB/s over 132 SMs)
 HBM_BYTES_PER_CYCLE = 3.0e12 / 1.83e9   # whole-chip copy bandwidth of an H100, per cycle
-TILE_OVERHEAD_CYCLES = 1500     # epilogue staging + pipeline refill per tile (K=512 shapes on an H200)
+TILE_OVERHEAD_CYCLES = 600      # epilogue staging + pipeline refill per tile (partly overlapped)
 PIPELINED_EFFICIENCY_LOSS = 1.1
-SERIAL_EFFICIENCY_LOSS = 1.2
+SERIAL_EFFICIENCY_LOSS = 1.3
+N_EFF = 0             # wgmma efficiency BN / (BN + N_EFF): narrow tiles re-read A from shared memory more
+M128_PENALTY = 1.0    # two m64 slices per warpgroup read B twice per k-block
 MAX_STAGES = 8
 MIN_STAGES = 3
 
@@ -66,8 +68,13 @@ def estimate(cfg: Fp8GemmConfig, m: int, n: int, k: int) -> Estimate:
         a_bytes /= 2
     compute = 2 * bm * bn * BLOCK_K / FLOPS_PER_CYCLE
     # Without the pipelined main loop the tensor cores idle while each warpgroup waits for its
-    # wgmmas and promotes (H200 sweep, 128x128 tiles: the pipelined loop was 1.09x faster).
+    # wgmmas and promotes. The constants were fitted (benchmarks/NOTES.md) to an H200 sweep of 24
+    # configs on each of 8 shapes: with them the model's pick is within 2% of the sweep's best at
+    # M=4096 and within 8% at M<=128.
     compute *= PIPELINED_EFFICIENCY_LOSS if cfg.pipelined else SERIAL_EFFICIENCY_LOSS
+    compute *= (bn + N_EFF) / bn
+    if cfg.wg_m > 64:
+        compute *= M128_PENALTY
     load = (a_bytes + b_bytes + bm * 4) / L2_BYTES_PER_CYCLE
     tile_cycles = kb * max(compute, load) + TILE_OVERHEAD_CYCLES
     unique_bytes = m * k + n * k + m * n * cfg.out_bytes
