@@ -64,7 +64,11 @@ def cmd_cache(args) -> int:
 def cmd_precompile(args) -> int:
     from .api.device import get_num_sms
     from .jit import precompile
-    shapes = precompile.parse_shapes(args.shapes) if args.shapes else precompile.DEFAULT_SHAPES
+    try:
+        shapes = precompile.parse_shapes(args.shapes) if args.shapes else precompile.DEFAULT_SHAPES
+    except ValueError as exc:
+        print(f"python -m deep_gemm precompile: {exc}", file=sys.stderr)
+        return 2
     return precompile.run(shapes, args.num_sms or get_num_sms(), args.jobs)
 
 

@@ -30,12 +30,6 @@ def shape(x: torch.Tensor, name: str, expected: tuple, meaning: str) -> None:
         raise ValueError(f"{name}: expected shape {tuple(expected)} {meaning}, got {tuple(x.shape)}")
 
 
-def same_device(ref_name: str, ref: torch.Tensor, **others) -> None:
-    for name, t in others.items():
-        if t is not None and t.device != ref.device:
-            raise ValueError(f"{name}: expected a tensor on {ref.device} (like {ref_name}), got {t.device}")
-
-
 def k_major_operand(x: torch.Tensor, name: str) -> None:
     """TMA reads rows of K bytes: unit stride along K, 16-byte aligned row starts."""
     rows, k = x.shape[-2:]
@@ -51,16 +45,3 @@ def k_major_operand(x: torch.Tensor, name: str) -> None:
                          f"pass {name}.contiguous()")
     if x.data_ptr() % 16:
         raise ValueError(f"{name}: data pointer is not 16-byte aligned; pass {name}.clone()")
-
-
-def no_overlap(out: torch.Tensor, out_name: str, **inputs) -> None:
-    """Writing an output that aliases an input would race with the kernel's reads."""
-    o0 = out.data_ptr()
-    o1 = o0 + out.numel() * out.element_size()
-    for name, t in inputs.items():
-        if t is None or t.numel() == 0:
-            continue
-        t0 = t.data_ptr()
-        t1 = t0 + t.numel() * t.element_size()
-        if t0 < o1 and o0 < t1:
-            raise ValueError(f"{out_name}: overlaps the memory of {name}; outputs must not alias inputs")

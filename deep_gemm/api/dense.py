@@ -36,33 +36,43 @@ def _aliases(x: torch.Tensor, y: torch.Tensor) -> bool:
     return x0 < y1 and y0 < x1
 
 
-def _validate(a, b, d, c, recipe):
-    a, sfa = checks.pair(a, "a")
-    b, sfb = checks.pair(b, "b")
-    checks.tensor(a, "a[0] (A)", (checks.FP8,), 2)
-    checks.tensor(sfa, "a[1] (sfa)", (torch.float32,), 2)
-    checks.tensor(b, "b[0] (B)", (checks.FP8,), 2)
-    checks.tensor(sfb, "b[1] (sfb)", (torch.float32,), 2)
-    checks.tensor(d, "d", (torch.bfloat16, torch.float32), 2)
+_NAMES_V2 = ("a", "b", "d")
+_NAMES_V1 = ("lhs", "rhs", "out")
+
+
+def _validate(a, b, d, c, recipe, names=_NAMES_V2):
+    an, bn, dn = names
+    na, nsfa, nb, nsfb = f"{an}[0] (A)", f"{an}[1] (sfa)", f"{bn}[0] (B)", f"{bn}[1] (sfb)"
+    a, sfa = checks.pair(a, an)
+    b, sfb = checks.pair(b, bn)
+    checks.tensor(a, na, (checks.FP8,), 2)
+    checks.tensor(sfa, nsfa, (torch.float32,), 2)
+    checks.tensor(b, nb, (checks.FP8,), 2)
+    checks.tensor(sfb, nsfb, (torch.float32,), 2)
+    checks.tensor(d, dn, (torch.bfloat16, torch.float32), 2)
+    if recipe is not None and not isinstance(recipe, (tuple, list)):
+        raise TypeError(f"recipe: expected None or a (1, 128, 128) tuple, got {type(recipe).__name__}")
     if recipe is not None and tuple(recipe) != _RECIPE_1D2D:
         raise ValueError(f"recipe: this function implements (1, 128, 128) (1x128 activations, 128x128 weights), "
                          f"got {tuple(recipe)}; for per-row weight scales use wgrad_gemm_fp8_fp8_fp32_nt")
     m, k = a.shape
     n = b.shape[0]
     kb = -(-k // 128)
-    checks.shape(b, "b[0] (B)", (n, k), f"= (N, K) with K={k} from A")
-    checks.shape(sfa, "a[1] (sfa)", (m, kb), "= (M, ceil(K/128))")
-    checks.shape(sfb, "b[1] (sfb)", (-(-n // 128), kb), "= (ceil(N/128), ceil(K/128))")
-    checks.shape(d, "d", (m, n), "= (M, N)")
+    checks.shape(b, nb, (n, k), f"= (N, K) with K={k} from A")
+    checks.shape(sfa, nsfa, (m, kb), "= (M, ceil(K/128))")
+    checks.shape(sfb, nsfb, (-(-n // 128), kb), "= (ceil(N/128), ceil(K/128))")
+    checks.shape(d, dn, (m, n), "= (M, N)")
     if c is not None:
         checks.tensor(c, "c", (torch.float32,), 2)
         checks.shape(c, "c", (m, n), "= (M, N)")
         if d.dtype != torch.float32:
-            raise TypeError(f"d: accumulating with c needs an FP32 d, got {d.dtype}")
-    checks.same_device("a[0] (A)", a, sfa=sfa, b=b, sfb=sfb, d=d, c=c)
-    for name, t in (("a[0] (A)", a), ("a[1] (sfa)", sfa), ("b[0] (B)", b), ("b[1] (sfb)", sfb)):
+            raise TypeError(f"{dn}: accumulating with c needs an FP32 {dn}, got {d.dtype}")
+    for name, t in ((nsfa, sfa), (nb, b), (nsfb, sfb), (dn, d), ("c", c)):
+        if t is not None and t.device != a.device:
+            raise ValueError(f"{name}: expected a tensor on {a.device} (like {na}), got {t.device}")
+    for name, t in ((na, a), (nsfa, sfa), (nb, b), (nsfb, sfb)):
         if _aliases(d, t):
-            raise ValueError(f"d: overlaps the memory of {name}; the output must not alias an input")
+            raise ValueError(f"{dn}: overlaps the memory of {name}; the output must not alias an input")
     return a, sfa, b, sfb, m, n, k
 
 
@@ -94,7 +104,13 @@ def _signature(a, b, d):
 def fp8_gemm_nt(a, b, d, c=None, recipe=None, compiled_dims: str = "nk", disable_ue8m0_cast: bool = False,
                 *, config: kernel.Fp8GemmConfig | None = None) -> None:
     """D = A_real @ B_real^T (+ C). `config` forces a kernel config (for tuning); see
-    deep_gemm.heuristics.fp8_gemm.choose_config for what the library would pick."""
+    deep_gemm.heuristics.fp8_gemm.choose_config for what the library would pick.
+    `compiled_dims` and `disable_ue8m0_cast` are accepted for DeepGEMM compatibility and have no
+    effect on Hopper (scales stay FP32)."""
+    _fp8_gemm_nt(a, b, d, c, recipe, config, _NAMES_V2)
+
+
+def _fp8_gemm_nt(a, b, d, c, recipe, config, names) -> None:
     key = None
     if c is None and recipe is None and config is None and type(a) is tuple and type(b) is tuple:
         try:
@@ -105,7 +121,7 @@ def fp8_gemm_nt(a, b, d, c=None, recipe=None, compiled_dims: str = "nk", disable
         if hit is not None:
             hit[0].launch(hit[1])
             return
-    a, sfa, b, sfb, m, n, k = _validate(a, b, d, c, recipe)
+    a, sfa, b, sfb, m, n, k = _validate(a, b, d, c, recipe, names)
     if m == 0 or n == 0:
         return
     if not device.use_kernels(a, "fp8_gemm_nt"):
@@ -114,10 +130,10 @@ def fp8_gemm_nt(a, b, d, c=None, recipe=None, compiled_dims: str = "nk", disable
     if k == 0:
         d.copy_(c) if c is not None else d.zero_()
         return
-    checks.k_major_operand(a, "a[0] (A)")
-    checks.k_major_operand(b, "b[0] (B)")
+    checks.k_major_operand(a, f"{names[0]}[0] (A)")
+    checks.k_major_operand(b, f"{names[1]}[0] (B)")
     if d.stride(1) != 1:
-        raise ValueError(f"d: expected unit stride along N, got strides {tuple(d.stride())}")
+        raise ValueError(f"{names[2]}: expected unit stride along N, got strides {tuple(d.stride())}")
     sfb_given = sfb
     if sfb.stride(1) != 1:
         sfb = sfb.contiguous()
@@ -164,4 +180,4 @@ def gemm_fp8_fp8_bf16_nt(lhs, rhs, out) -> None:
     """DeepGEMM 1.x name: out (bf16) = lhs @ rhs^T with lhs = (A, sfa), rhs = (B, sfb)."""
     if isinstance(out, torch.Tensor) and out.dtype != torch.bfloat16:
         raise TypeError(f"out: expected dtype torch.bfloat16, got {out.dtype}")
-    fp8_gemm_nt(lhs, rhs, out)
+    _fp8_gemm_nt(lhs, rhs, out, None, None, None, _NAMES_V1)

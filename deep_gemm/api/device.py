@@ -64,5 +64,5 @@ def use_kernels(t: torch.Tensor, what: str) -> bool:
     if what not in _warned:
         _warned.add(what)
         warnings.warn(f"deep_gemm.{what}: tensors on {where}; running the PyTorch reference path "
-                      f"(correct but slow). Set DG_DISABLE_CPU_FALLBACK=1 to make this an error.", stacklevel=3)
+                      f"(correct but slow). Set DG_DISABLE_CPU_FALLBACK=1 to make this an error.", stacklevel=4)
     return False

@@ -1,0 +1,213 @@
+"""NVRTC compilation of the FP8 GEMM kernel family for sm_90a on the CPU, with resource and SASS checks
+(DESIGN.md sections 3 and 8: no spills, no local memory, QGMMA present), plus the config validity rules.
+"""
+
+import dataclasses
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from deep_gemm.heuristics.fp8_gemm import first_without_spills, ranked_configs, stages_that_fit
+from deep_gemm.jit import compiler
+from deep_gemm.kernels.fp8_gemm import (EPI_DIRECT, EPI_DIRECT_ACCUMULATE, EPI_TMA_REDUCE, EPI_TMA_STORE, MAX_SMEM,
+                                        PAIR_M, PAIR_N, PAIR_NONE, Fp8GemmConfig, valid_block_n)
+
+K_REF = 7168   # stage counts below are what fits shared memory at this K, i.e. what the heuristic ships
+
+
+@pytest.fixture(scope="module", autouse=True)
+def shared_cache(tmp_path_factory):
+    # One cache for the module, so the SASS tests reuse the cubins the resource tests compiled.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DG_JIT_CACHE_DIR", str(tmp_path_factory.mktemp("dg_cache")))
+        for var in ("DG_JIT_USE_NVCC", "DG_JIT_DUMP_DIR", "DG_JIT_LINEINFO"):
+            mp.delenv(var, raising=False)
+        yield
+
+
+def shipped(block_m, block_n, num_math_wg, pair=PAIR_NONE, out_f32=False, epilogue=EPI_TMA_STORE, pipelined=False):
+    cfg = Fp8GemmConfig(block_m, block_n, 1, num_math_wg, pair, out_f32, epilogue, pipelined)
+    return dataclasses.replace(cfg, stages=stages_that_fit(cfg, K_REF))
+
+
+CONFIGS = [
+    # every block_m, with the accumulator-budget edges (1 x 192 and 2 x 96 floats per thread)
+    shipped(64, 144, 1),
+    shipped(64, 192, 1),
+    shipped(64, 16, 1, PAIR_N),                  # what decode shapes get
+    shipped(128, 112, 2, PAIR_M),
+    shipped(128, 136, 2, PAIR_N),
+    shipped(128, 160, 2, PAIR_M),
+    shipped(128, 192, 2),
+    shipped(256, 88, 2, PAIR_N),                 # block_n not a multiple of 16
+    shipped(256, 96, 2, PAIR_M),
+    # FP32 output with each epilogue
+    shipped(128, 144, 2, PAIR_NONE, True, EPI_TMA_STORE),
+    shipped(128, 144, 2, PAIR_M, True, EPI_TMA_REDUCE),
+    shipped(64, 160, 1, PAIR_N, True, EPI_DIRECT),
+    shipped(128, 136, 2, PAIR_NONE, True, EPI_DIRECT_ACCUMULATE),
+    # BF16 through the direct (unaligned) epilogue
+    shipped(64, 136, 1, PAIR_NONE, False, EPI_DIRECT),
+    # Pipelined promotion (two temporaries). Not every pipelined config that check() accepts is
+    # spill-free (the run-time pick skips those, see test_heuristics); these are ones it ships.
+    shipped(64, 128, 1, PAIR_N, pipelined=True),
+    shipped(64, 64, 1, PAIR_M, True, EPI_TMA_REDUCE, pipelined=True),
+    shipped(128, 64, 2, PAIR_M, pipelined=True),
+    shipped(256, 32, 2, PAIR_NONE, True, EPI_DIRECT_ACCUMULATE, pipelined=True),
+    # Stage counts a user can force: power-of-two rings once spilled 140+ bytes with this kernel.
+    Fp8GemmConfig(128, 112, 2, 2),
+    Fp8GemmConfig(128, 112, 4, 2),
+    Fp8GemmConfig(128, 64, 4, 2, pipelined=True),
+]
+
+
+def test_config_set_covers_the_axes():
+    assert {c.block_m for c in CONFIGS} == {64, 128, 256}
+    assert {c.pair_axis for c in CONFIGS} == {PAIR_NONE, PAIR_M, PAIR_N}
+    assert {c.epilogue for c in CONFIGS if c.out_f32} == {0, 1, 2, 3}
+    assert {112, 136, 144, 160} <= {c.block_n for c in CONFIGS}
+    assert {c.pipelined for c in CONFIGS} == {True, False}
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=lambda c: c.kernel_name())
+def test_compiles_without_spills(cfg):
+    cfg.check()
+    assert cfg.stages >= 2
+    assert cfg.smem_bytes(K_REF) <= MAX_SMEM
+    k = cfg.build()   # the generated source static_asserts the host's parameter size and smem model
+    assert compiler.kernel_symbols(k.cubin) == [k.symbol]
+    assert "fp8_gemm_kernel" in k.symbol
+    r = k.resources
+    assert isinstance(r["registers"], int) and r["registers"] <= 255
+    assert (r["spill_stores"], r["spill_loads"], r["stack_frame"]) == (0, 0, 0), f"{cfg.kernel_name()}: {r}"
+
+
+@pytest.mark.parametrize("m, n, k, out_f32, epilogue", [
+    (64, 2112, 7168, False, EPI_TMA_STORE),            # decode
+    (4096, 7168, 2048, False, EPI_TMA_STORE),          # prefill
+    (4096, 7168, 2048, True, EPI_TMA_REDUCE),          # D += A B^T into FP32
+    (7, 136, 7232, True, EPI_DIRECT_ACCUMULATE),       # odd sizes, unaligned output
+])
+def test_run_time_pick_has_no_spills(m, n, k, out_f32, epilogue):
+    # What fp8_gemm_nt and `precompile` run: the best-ranked config that ptxas compiles cleanly.
+    ranked = ranked_configs(m, n, k, out_f32, epilogue, 132)
+    pick = first_without_spills(ranked, lambda c: c.build())
+    r = pick.build().resources
+    assert (r["spill_stores"], r["spill_loads"], r["stack_frame"]) == (0, 0, 0), f"{pick.kernel_name()}: {r}"
+
+
+# --------------------------------------------------------------------------------------------- SASS
+
+def _cuda_bin_dirs():
+    try:
+        import nvidia
+    except ImportError:
+        return []
+    dirs = []
+    for root in nvidia.__path__:
+        dirs += sorted(Path(root).glob("cu*/bin")) + sorted(Path(root).glob("cuda_cuobjdump/bin"))
+    return dirs
+
+
+def _find_cuobjdump():
+    for d in _cuda_bin_dirs():
+        if (d / "cuobjdump").is_file():
+            return d / "cuobjdump"
+    found = shutil.which("cuobjdump")
+    return Path(found) if found else None
+
+
+CUOBJDUMP = _find_cuobjdump()
+
+
+def sass(cubin: bytes, tmp_path: Path) -> str:
+    path = tmp_path / "kernel.cubin"
+    path.write_bytes(cubin)
+    # cuobjdump -sass runs nvdisasm, which ships in the same bin folder as the wheels install it.
+    env = dict(os.environ, PATH=os.pathsep.join([str(CUOBJDUMP.parent), os.environ.get("PATH", "")]))
+    proc = subprocess.run([str(CUOBJDUMP), "-sass", str(path)], capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.skipif(CUOBJDUMP is None, reason="cuobjdump not installed (pip install nvidia-cuda-cuobjdump "
+                                              "nvidia-cuda-nvdisasm)")
+@pytest.mark.parametrize("cfg", [shipped(64, 144, 1), shipped(128, 144, 2, PAIR_M, True, EPI_TMA_REDUCE),
+                                 shipped(128, 64, 2, PAIR_M, pipelined=True)],
+                         ids=lambda c: c.kernel_name())
+def test_sass_uses_fp8_wgmma_and_no_local_memory(cfg, tmp_path):
+    text = sass(cfg.build().cubin, tmp_path)
+    assert "sm_90a" in text
+    assert f"QGMMA.64x{cfg.block_n}x32.F32.E4M3.E4M3" in text, "expected FP8 wgmma of the tile's width"
+    local = sorted(set(re.findall(r"\b(?:LDL|STL)(?:\.\w+)*\b", text)))
+    assert not local, f"local memory traffic in {cfg.kernel_name()}: {local}"
+    assert "USETMAXREG.DEALLOC" in text and "USETMAXREG.TRY_ALLOC" in text, "setmaxnreg missing"
+
+
+# --------------------------------------------------------------------------------------------- validity rules
+
+GOOD = Fp8GemmConfig(128, 128, 4, 2)
+
+
+@pytest.mark.parametrize("changes, fragment", [
+    (dict(block_m=96), "block_m=96"),
+    (dict(block_n=152), "block_n=152"),
+    (dict(block_n=200), "block_n=200"),
+    (dict(block_n=260), "block_n=260"),
+    (dict(block_n=12), "block_n=12"),
+    (dict(block_n=24, pair_axis=PAIR_M), "multiple of 16"),
+    (dict(epilogue=EPI_TMA_REDUCE), "FP32 output"),
+    (dict(epilogue=EPI_DIRECT_ACCUMULATE), "FP32 output"),
+    (dict(num_sms=131, pair_axis=PAIR_M), "num_sms=131"),
+    (dict(num_sms=131, pair_axis=PAIR_N), "num_sms=131"),
+    (dict(num_sms=0), "num_sms=0"),
+    (dict(stages=0), "stages"),
+    (dict(block_m=64, num_math_wg=2), "num_math_wg=2"),
+    (dict(num_math_wg=3), "num_math_wg=3"),
+    (dict(block_n=256), "accumulator registers"),                        # 256 floats per thread
+    (dict(block_m=256, block_n=104), "accumulator registers"),           # 2 x 104
+    (dict(block_n=136, pipelined=True), "accumulator registers"),        # 3 x 136 / 2
+    (dict(pipelined=True, stages=2, block_n=64), "stages must be >= 3"),
+])
+def test_check_rejects_invalid_configs(changes, fragment):
+    cfg = dataclasses.replace(GOOD, **changes)
+    with pytest.raises(ValueError, match=re.escape(fragment)):
+        cfg.check()
+    with pytest.raises(ValueError):
+        cfg.build()     # build validates before compiling
+
+
+@pytest.mark.parametrize("cfg", [
+    GOOD,
+    Fp8GemmConfig(64, 8, 3, 1),
+    Fp8GemmConfig(256, 96, 3, 2, PAIR_M),
+    Fp8GemmConfig(128, 24, 3, 2, PAIR_N),
+    Fp8GemmConfig(128, 128, 3, 2, PAIR_NONE, True, EPI_TMA_REDUCE),
+    Fp8GemmConfig(128, 128, 3, 2, PAIR_NONE, num_sms=131),
+    Fp8GemmConfig(128, 128, 3, 2, PAIR_M, num_sms=78),
+    Fp8GemmConfig(128, 192, 3, 2),
+    Fp8GemmConfig(256, 96, 3, 2),
+    Fp8GemmConfig(64, 128, 3, 1, pipelined=True),
+])
+def test_check_accepts_valid_configs(cfg):
+    cfg.check()
+
+
+def _touches_at_most_two_scale_blocks(block_n: int, max_n: int = 1 << 16) -> bool:
+    for start in range(0, max_n, block_n):
+        first, last = start // 128, (start + block_n - 1) // 128
+        if last - first + 1 > 2:
+            return False
+    return True
+
+
+def test_valid_block_n_matches_brute_force():
+    for block_n in range(0, 400):
+        expected = (block_n % 8 == 0 and 8 <= block_n <= 256 and _touches_at_most_two_scale_blocks(block_n))
+        assert valid_block_n(block_n) == expected, block_n
+    # The dense set the design promises is really there.
+    assert all(valid_block_n(n) for n in (112, 136, 144, 160, 192, 256))

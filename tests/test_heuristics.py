@@ -1,0 +1,227 @@
+"""Invariants of the FP8 GEMM config heuristic (pure Python, DESIGN.md sections 3 and 8).
+
+The wave count is recomputed here the way the kernel sees the work (persistent CTAs, or CTA pairs
+for a cluster, walking tile units), not with the heuristic's own formula.
+"""
+
+import dataclasses
+import itertools
+import math
+
+import pytest
+
+from deep_gemm.api import dense
+from deep_gemm.heuristics import fp8_gemm as h
+from deep_gemm.jit.compiler import CompiledKernel
+from deep_gemm.kernels.fp8_gemm import (EPI_DIRECT, EPI_DIRECT_ACCUMULATE, EPI_TMA_REDUCE, EPI_TMA_STORE,
+                                        MAX_ACCUMULATOR_FLOATS, MAX_SMEM, PAIR_M, PAIR_N, PAIR_NONE, Fp8GemmConfig)
+
+DEEPSEEK_NK = [(2112, 7168), (576, 7168), (7168, 576), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168),
+               (7168, 2048)]
+DEEPSEEK = [(m, n, k) for m in (64, 128, 4096) for n, k in DEEPSEEK_NK]
+ODD = list(itertools.product((1, 7, 65, 300, 4097), (8, 24, 136, 4104), (128, 384, 7168, 7232)))
+SHAPES = DEEPSEEK + ODD
+SMS = (132, 114, 78, 131)
+# Every output kind on an H100's SM count; the two common ones on every SM count (time budget).
+CASES = ([(out, epi, 132) for out, epi in ((False, EPI_DIRECT), (True, EPI_TMA_STORE), (True, EPI_DIRECT_ACCUMULATE))]
+         + [(out, epi, sms) for out, epi in ((False, EPI_TMA_STORE), (True, EPI_TMA_REDUCE)) for sms in SMS])
+
+
+def kernel_waves(cfg: Fp8GemmConfig, m: int, n: int, k: int) -> int:
+    """Rounds of tile units the persistent grid walks: units are tiles, or pairs of neighbouring
+    tiles along the paired axis; the grid has min(SMs / cluster, units) CTAs (or pairs)."""
+    mb, nb = math.ceil(m / cfg.block_m), math.ceil(n / cfg.block_n)
+    if cfg.pair_axis == PAIR_M:
+        mb = math.ceil(mb / 2)
+    elif cfg.pair_axis == PAIR_N:
+        nb = math.ceil(nb / 2)
+    units = mb * nb
+    slots = min(cfg.num_sms // cfg.cluster, units)
+    return math.ceil(units / slots)
+
+
+def check_invariants(cfg: Fp8GemmConfig, m, n, k, out_f32, epilogue, num_sms):
+    where = f"M={m} N={n} K={k} out_f32={out_f32} epi={epilogue} sms={num_sms}: {cfg}"
+    cfg.check()
+    assert (cfg.out_f32, cfg.epilogue, cfg.num_sms) == (out_f32, epilogue, num_sms), where
+    assert h.MIN_STAGES <= cfg.stages <= h.MAX_STAGES, where
+    assert cfg.smem_bytes(k) <= MAX_SMEM, where
+    # The largest stage count that fits is used: one more would not fit (or is past the cap).
+    assert cfg.stages == h.MAX_STAGES or \
+        dataclasses.replace(cfg, stages=cfg.stages + 1).smem_bytes(k) > MAX_SMEM, where
+    # acc + one temporary (two when pipelined) per thread: BLOCK_N/2 floats each per m64 slice of
+    # the warpgroup's rows. Counted here, not with the config's own method.
+    m64_per_wg = cfg.block_m // cfg.num_math_wg // 64
+    assert (3 if cfg.pipelined else 2) * m64_per_wg * cfg.block_n // 2 <= MAX_ACCUMULATOR_FLOATS, where
+    assert (cfg.block_m == 64) == (cfg.num_math_wg == 1), where
+    if num_sms % 2:
+        assert cfg.pair_axis == PAIR_NONE, where
+    if cfg.pair_axis == PAIR_M:
+        assert math.ceil(m / cfg.block_m) >= 2, where
+    if cfg.pair_axis == PAIR_N:
+        assert math.ceil(n / cfg.block_n) >= 2, where
+
+    est = h.estimate(cfg, m, n, k)
+    assert est.waves == kernel_waves(cfg, m, n, k), where
+    assert 0 < est.last_wave_fill <= 1, where
+    assert est.cycles > 0 and est.bytes_l2 > 0, where
+
+    n_units = math.ceil(n / cfg.block_n)
+    if cfg.pair_axis == PAIR_N:
+        n_units = math.ceil(n_units / 2)
+    assert 1 <= cfg.raster_group <= n_units, where
+
+
+@pytest.mark.parametrize("out_f32, epilogue, num_sms", CASES)
+def test_choose_config_invariants(out_f32, epilogue, num_sms):
+    for m, n, k in SHAPES:
+        cfg = h.choose_config(m, n, k, out_f32, epilogue, num_sms)
+        check_invariants(cfg, m, n, k, out_f32, epilogue, num_sms)
+
+
+@pytest.mark.parametrize("m, n, k", [(1, 8, 128), (4097, 4104, 7232), (64, 32768, 512), (16384, 18432, 7168),
+                                     (1, 7168, 65536), (8192, 8, 16384)])
+def test_extremes(m, n, k):
+    cfg = h.choose_config(m, n, k, False, EPI_TMA_STORE, 132)
+    check_invariants(cfg, m, n, k, False, EPI_TMA_STORE, 132)
+
+
+def test_odd_sm_count_never_pairs():
+    picks = {h.choose_config(m, n, k, False, EPI_TMA_STORE, 131).pair_axis for m, n, k in SHAPES}
+    assert picks == {PAIR_NONE}
+
+
+def test_even_sm_count_does_pair_somewhere():
+    # Multicast is part of the design; the model must choose it for some DeepSeek-V3 shape.
+    picks = {h.choose_config(m, n, k, False, EPI_TMA_STORE, 132).pair_axis for m, n, k in DEEPSEEK}
+    assert picks & {PAIR_M, PAIR_N}
+
+
+def test_big_shapes_fill_the_machine():
+    # With plenty of tiles, wave quantization should cost little: the SM-time the waves offer is
+    # mostly used (a partly empty last wave matters less the more waves there are).
+    for m, n, k in DEEPSEEK:
+        if m == 4096:
+            cfg = h.choose_config(m, n, k, False, EPI_TMA_STORE, 132)
+            est = h.estimate(cfg, m, n, k)
+            used = (est.waves - 1 + est.last_wave_fill) / est.waves
+            assert used >= 0.9, (m, n, k, cfg, est)
+
+
+def test_choose_config_is_deterministic():
+    a = h.choose_config(4096, 7168, 2048, False, EPI_TMA_STORE, 132)
+    h.ranked_configs.cache_clear()
+    assert h.choose_config(4096, 7168, 2048, False, EPI_TMA_STORE, 132) == a
+
+
+@pytest.mark.parametrize("m, n, k, num_sms", [(4096, 7168, 2048, 132), (65, 4104, 7232, 131), (1, 8, 128, 78)])
+def test_ranked_configs(m, n, k, num_sms):
+    ranked = h.ranked_configs(m, n, k, False, EPI_TMA_STORE, num_sms)
+    assert ranked[0] == h.choose_config(m, n, k, False, EPI_TMA_STORE, num_sms)
+    assert len(set(ranked)) == len(ranked) > 1
+    cycles = [round(h.estimate(c, m, n, k).cycles, -1) for c in ranked]
+    assert cycles == sorted(cycles), "ranked best predicted first"
+    for cfg in ranked:       # every fallback is as runnable as the first choice
+        check_invariants(cfg, m, n, k, False, EPI_TMA_STORE, num_sms)
+    assert {c.pipelined for c in ranked} == {True, False}
+
+
+def _fake_kernel(cfg, spills: bool) -> CompiledKernel:
+    r = {"registers": 168, "stack_frame": 16 if spills else 0, "spill_stores": 8 if spills else 0,
+         "spill_loads": 8 if spills else 0, "static_smem": None}
+    return CompiledKernel(cfg.kernel_name(), "sym", b"", "", r, 0.0, "fake")
+
+
+def test_first_without_spills_skips_spilling_configs():
+    ranked = h.ranked_configs(4096, 7168, 2048, False, EPI_TMA_STORE, 132)
+    built = []
+
+    def build(cfg):
+        built.append(cfg)
+        return _fake_kernel(cfg, spills=len(built) <= 2)
+
+    assert h.first_without_spills(ranked, build) == ranked[2]
+    assert built == list(ranked[:3]), "stops at the first clean kernel"
+
+
+def test_first_without_spills_when_everything_spills():
+    ranked = h.ranked_configs(4096, 7168, 2048, False, EPI_TMA_STORE, 132)
+    built = []
+
+    def build(cfg):
+        built.append(cfg)
+        return _fake_kernel(cfg, spills=True)
+
+    # Falls back to the model's choice after a bounded number of compiles.
+    assert h.first_without_spills(ranked, build) == ranked[0]
+    assert 1 <= len(built) <= 8
+
+
+@pytest.mark.parametrize("m, n, k", [(64, 2112, 7168), (4096, 7168, 2048), (7, 136, 7232)])
+def test_describe(m, n, k):
+    cfg = h.choose_config(m, n, k, False, EPI_TMA_STORE, 132)
+    text = h.describe(cfg, m, n, k)
+    assert isinstance(text, str)
+    assert f"M={m} N={n} K={k}" in text
+    assert f"{cfg.block_m}x{cfg.block_n}" in text and "waves" in text
+
+
+def test_raster_group_bounds():
+    for num_sms, bm, bn, units in itertools.product(SMS, (64, 128, 256), (16, 112, 256), (1, 2, 7, 100)):
+        g = h.raster_group(num_sms, bm, bn, units)
+        assert 1 <= g <= units
+
+
+def test_stages_that_fit():
+    cfg = Fp8GemmConfig(128, 128, 1, 2)
+    s = h.stages_that_fit(cfg, 7168)
+    assert 1 <= s <= h.MAX_STAGES
+    assert Fp8GemmConfig(128, 128, s, 2).smem_bytes(7168) <= MAX_SMEM
+    if s < h.MAX_STAGES:
+        assert Fp8GemmConfig(128, 128, s + 1, 2).smem_bytes(7168) > MAX_SMEM
+
+
+def test_block_ns_are_valid_and_include_non_powers_of_two():
+    for bn in (112, 136, 144, 160):
+        assert bn in h.BLOCK_NS
+
+
+# --------------------------------------------------------------------------------------------- plan construction
+
+@pytest.fixture(autouse=True)
+def _tmp_cache(tmp_path, monkeypatch):
+    # _make_plan compiles candidates into the disk cache; keep that out of ~/.cache.
+    monkeypatch.setenv("DG_JIT_CACHE_DIR", str(tmp_path / "dg_cache"))
+
+
+class _FakePlan:
+    """Stands in for Fp8GemmPlan, which loads the kernel on a GPU."""
+
+    def __init__(self, config, m, n, k, device):
+        self.config, self.shape, self.device = config, (m, n, k), device
+
+
+def test_make_plan_prints_config_when_asked(monkeypatch, capsys):
+    monkeypatch.setattr(dense.kernel, "Fp8GemmPlan", _FakePlan)
+    monkeypatch.setenv("DG_PRINT_CONFIGS", "1")
+    # The run-time pick compiles candidates (no GPU needed) to skip any that spill.
+    plan = dense._make_plan(4096, 7168, 2048, False, EPI_TMA_STORE, 0, 132, None)
+    out = capsys.readouterr().out
+    assert "M=4096 N=7168 K=2048" in out and plan.config.kernel_name().split("_")[2][1:] in out
+    assert plan.config in h.ranked_configs(4096, 7168, 2048, False, EPI_TMA_STORE, 132)
+    r = plan.config.build().resources
+    assert (r["spill_stores"], r["spill_loads"], r["stack_frame"]) == (0, 0, 0)
+
+    monkeypatch.setenv("DG_PRINT_CONFIGS", "0")
+    dense._make_plan(64, 2112, 7168, False, EPI_TMA_STORE, 0, 132, None)
+    assert capsys.readouterr().out == ""
+
+
+def test_make_plan_forced_config(monkeypatch):
+    monkeypatch.setattr(dense.kernel, "Fp8GemmPlan", _FakePlan)
+    forced = Fp8GemmConfig(128, 144, 5, 2, PAIR_M, num_sms=132)
+    plan = dense._make_plan(4096, 7168, 2048, True, EPI_TMA_REDUCE, 0, 114, forced)
+    # Output type and epilogue follow the tensors; the SM count never exceeds the device's.
+    assert plan.config == dataclasses.replace(forced, out_f32=True, epilogue=EPI_TMA_REDUCE, num_sms=114)
+    with pytest.raises(TypeError, match="config"):
+        dense._make_plan(64, 64, 128, False, EPI_TMA_STORE, 0, 132, "128x128")
