@@ -14,7 +14,7 @@ import torch
 import deep_gemm
 from deep_gemm.heuristics import fp8_gemm as heur
 from deep_gemm.jit import precompile
-from deep_gemm.testing import bench_kineto
+from deep_gemm.testing import bench_kineto, fp8_gemm_inputs
 
 DEFAULT = "4096,7168,16384;4096,4096,7168;4096,7168,2048;4096,2112,7168;4096,24576,1536;4096,32768,512;" \
           "128,7168,16384;64,2112,7168"
@@ -45,11 +45,7 @@ def main(argv=None) -> int:
     bad = {r.name for r in reports if r.error}
     rows = []
     for (m, n, k), (chosen, cands) in plan.items():
-        a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-        b = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
-        qa, sfa = deep_gemm.per_token_cast_to_fp8(a)
-        qb, sfb = deep_gemm.per_block_cast_to_fp8(b)
-        sfa = deep_gemm.get_mn_major_tma_aligned_tensor(sfa)
+        a, b, (qa, sfa), (qb, sfb) = fp8_gemm_inputs(m, n, k, mn_major_sfa=True)
         d = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
         ref = (a.float() @ b.float().T)
         best = None

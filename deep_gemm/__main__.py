@@ -77,7 +77,7 @@ def cmd_demo(args) -> int:
 
     import deep_gemm
     from . import reference
-    from .testing import calc_diff, rel_fro_error
+    from .testing import calc_diff, fp8_gemm_inputs, rel_fro_error
 
     on_gpu = torch.cuda.is_available() and torch.cuda.get_device_capability() == (9, 0)
     if on_gpu:
@@ -91,9 +91,7 @@ def cmd_demo(args) -> int:
     print(f"{'M':>6} {'N':>6} {'K':>6} {'rel err vs fp64':>16} {'calc_diff vs bf16':>18} {'time us':>9} {'TFLOP/s':>8}")
     ok = True
     for m, n, k in shapes:
-        a = torch.randn(m, k, device=dev, dtype=torch.bfloat16)
-        b = torch.randn(n, k, device=dev, dtype=torch.bfloat16)
-        qa, qb = deep_gemm.per_token_cast_to_fp8(a), deep_gemm.per_block_cast_to_fp8(b)
+        a, b, qa, qb = fp8_gemm_inputs(m, n, k, device=dev)
         d = torch.full((m, n), float("nan"), device=dev, dtype=torch.bfloat16)
         import warnings
         with warnings.catch_warnings():

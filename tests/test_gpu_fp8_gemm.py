@@ -6,7 +6,7 @@ import torch
 import deep_gemm
 from deep_gemm import reference
 from deep_gemm.kernels.fp8_gemm import PAIR_M, PAIR_N, PAIR_NONE, Fp8GemmConfig
-from deep_gemm.testing import calc_diff, rel_fro_error
+from deep_gemm.testing import calc_diff, fp8_gemm_inputs, rel_fro_error
 
 from conftest import requires_hopper
 
@@ -16,13 +16,9 @@ BF16_TOL = 4e-3     # DESIGN.md section 4: BF16 rounding of the result
 F32_TOL = 2e-4
 
 
-def make_problem(m, n, k, scale_spread=True):
-    a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
-    if scale_spread:   # rows/blocks of very different magnitude, so wrong scale indexing shows
-        a = a * torch.exp2(torch.randint(-4, 5, (m, 1), device="cuda")).to(a.dtype)
-        b = b * torch.exp2(torch.randint(-4, 5, (n, 1), device="cuda")).to(b.dtype)
-    return a, b, deep_gemm.per_token_cast_to_fp8(a), deep_gemm.per_block_cast_to_fp8(b)
+def make_problem(m, n, k):
+    # rows/blocks of very different magnitude, so wrong scale indexing shows
+    return fp8_gemm_inputs(m, n, k, spread_scales=True)
 
 
 def run_and_check(m, n, k, out_dtype=torch.bfloat16, with_c=False, config=None):

@@ -5,6 +5,7 @@ import torch
 
 import deep_gemm
 from deep_gemm.api import dense
+from deep_gemm.testing import fp8_gemm_inputs
 
 
 def per_call_us(fn, n=300):
@@ -24,10 +25,7 @@ def per_call_us(fn, n=300):
 
 def main():
     m, n, k = 64, 2112, 7168
-    a = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
-    b = torch.randn(n, k, device="cuda", dtype=torch.bfloat16)
-    qa, sfa = deep_gemm.per_token_cast_to_fp8(a)
-    qb, sfb = deep_gemm.per_block_cast_to_fp8(b)
+    a, b, (qa, sfa), (qb, sfb) = fp8_gemm_inputs(m, n, k)
     sfa_t = deep_gemm.get_mn_major_tma_aligned_tensor(sfa)
     d = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
     deep_gemm.fp8_gemm_nt((qa, sfa_t), (qb, sfb), d)
