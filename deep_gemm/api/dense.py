@@ -9,6 +9,7 @@ one transposing copy per call. Calls are asynchronous on the current stream and 
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import torch
 
@@ -29,7 +30,7 @@ def _span(t: torch.Tensor) -> tuple[int, int]:
 
 
 def _aliases(x: torch.Tensor, y: torch.Tensor) -> bool:
-    if x.numel() == 0 or y.numel() == 0:
+    if x.numel() == 0 or y.numel() == 0 or x.data_ptr() == 0 or y.data_ptr() == 0:   # empty or meta
         return False
     x0, x1 = _span(x)
     y0, y1 = _span(y)
@@ -173,6 +174,10 @@ def _make_plan(m, n, k, out_f32, epilogue, dev, num_sms, config) -> kernel.Fp8Ge
         cfg = dataclasses.replace(config, out_f32=out_f32, epilogue=epilogue, num_sms=min(config.num_sms, num_sms))
     if envs.print_configs():
         print(f"[deep_gemm] fp8_gemm_nt {heuristics.describe(cfg, m, n, k)}")
+    r = cfg.build().resources
+    if r.get("spill_stores") or r.get("spill_loads") or r.get("stack_frame"):
+        warnings.warn(f"deep_gemm.fp8_gemm_nt: kernel {cfg.kernel_name()} for M={m} N={n} K={k} uses local memory "
+                      f"({r}); it runs correctly but slower than it should", stacklevel=4)
     return kernel.Fp8GemmPlan(cfg, m, n, k, dev)
 
 
