@@ -7,6 +7,8 @@ __version__ = "0.1.0"
 
 from .api.dense import fp8_gemm_nt, gemm_fp8_fp8_bf16_nt
 from .api.device import get_num_sms, set_num_sms
+from .api.grouped import (fp8_m_grouped_gemm_nt_masked, m_grouped_fp8_gemm_nt_contiguous, m_grouped_fp8_gemm_nt_masked,
+                          m_grouped_gemm_fp8_fp8_bf16_nt_contiguous, m_grouped_gemm_fp8_fp8_bf16_nt_masked)
 from .api.layout import (align, ceil_div, get_col_major_tma_aligned_tensor, get_m_alignment_for_contiguous_layout,
                          get_mk_alignment_for_contiguous_layout, get_mn_major_tma_aligned_tensor,
                          get_tma_aligned_size, transform_sf_into_required_layout)
@@ -17,6 +19,8 @@ from .testing import bench_kineto, calc_diff
 __all__ = [
     "__version__",
     "fp8_gemm_nt", "gemm_fp8_fp8_bf16_nt",
+    "m_grouped_fp8_gemm_nt_contiguous", "m_grouped_gemm_fp8_fp8_bf16_nt_contiguous",
+    "m_grouped_fp8_gemm_nt_masked", "fp8_m_grouped_gemm_nt_masked", "m_grouped_gemm_fp8_fp8_bf16_nt_masked",
     "get_num_sms", "set_num_sms",
     "align", "ceil_div", "get_col_major_tma_aligned_tensor", "get_m_alignment_for_contiguous_layout",
     "get_mk_alignment_for_contiguous_layout", "get_mn_major_tma_aligned_tensor", "get_tma_aligned_size",

@@ -69,7 +69,9 @@ def cmd_precompile(args) -> int:
     except ValueError as exc:
         print(f"python -m deep_gemm precompile: {exc}", file=sys.stderr)
         return 2
-    return precompile.run(shapes, args.num_sms or get_num_sms(), args.jobs)
+    # The default set also covers the MoE grouped kernels of the benchmark shapes.
+    grouped = () if args.shapes else precompile.DEFAULT_GROUPED
+    return precompile.run(shapes, args.num_sms or get_num_sms(), args.jobs, grouped=grouped)
 
 
 def cmd_demo(args) -> int:

@@ -94,12 +94,22 @@ _warm: dict[tuple, tuple] = {}
 _WARM_LIMIT = 4096
 
 
-def _signature(a, b, d):
+def _signature(a, b, d, *extra):
+    """Everything a call's validity and launch parameters depend on; raises for non-tensors."""
     x, sx = a
     y, sy = b
-    return (x.data_ptr(), x.shape, x.stride(), x.dtype, sx.data_ptr(), sx.shape, sx.stride(), sx.dtype,
-            y.data_ptr(), y.shape, y.stride(), y.dtype, sy.data_ptr(), sy.shape, sy.stride(), sy.dtype,
-            d.data_ptr(), d.shape, d.stride(), d.dtype, device.num_sms_override())
+    key = (x.data_ptr(), x.shape, x.stride(), x.dtype, sx.data_ptr(), sx.shape, sx.stride(), sx.dtype,
+           y.data_ptr(), y.shape, y.stride(), y.dtype, sy.data_ptr(), sy.shape, sy.stride(), sy.dtype,
+           d.data_ptr(), d.shape, d.stride(), d.dtype, device.num_sms_override())
+    for t in extra:
+        key += (t.data_ptr(), t.shape, t.stride(), t.dtype) if isinstance(t, torch.Tensor) else (t,)
+    return key
+
+
+def _remember(key, plan, params) -> None:
+    if len(_warm) >= _WARM_LIMIT:
+        _warm.clear()
+    _warm[key] = (plan, params)
 
 
 def fp8_gemm_nt(a, b, d, c=None, recipe=None, compiled_dims: str = "nk", disable_ue8m0_cast: bool = False,
@@ -158,9 +168,7 @@ def _fp8_gemm_nt(a, b, d, c, recipe, config, names) -> None:
     # Only calls that used the caller's tensors as they are can be replayed from the signature
     # (a transposed sfa copy or a contiguous sfb copy is a new tensor every call).
     if key is not None and sfa is sfa_given and sfb is sfb_given:
-        if len(_warm) >= _WARM_LIMIT:
-            _warm.clear()
-        _warm[key] = (plan, params)
+        _remember(key, plan, params)
 
 
 def _make_plan(m, n, k, out_f32, epilogue, dev, num_sms, config) -> kernel.Fp8GemmPlan:

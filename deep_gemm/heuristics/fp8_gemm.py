@@ -17,8 +17,8 @@ import dataclasses
 import functools
 import math
 
-from ..kernels.fp8_gemm import (BLOCK_K, EPI_TMA_STORE, MAX_ACCUMULATOR_FLOATS, MAX_SMEM, PAIR_M, PAIR_N, PAIR_NONE,
-                                Fp8GemmConfig, valid_block_n)
+from ..kernels.fp8_gemm import (BLOCK_K, EPI_TMA_STORE, KIND_DENSE, MAX_ACCUMULATOR_FLOATS, MAX_SMEM, PAIR_M, PAIR_N,
+                                PAIR_NONE, Fp8GemmConfig, valid_block_n)
 
 FLOPS_PER_CYCLE = 8192          # dense FP8 wgmma per SM per cycle (1979 TFLOP/s / 132 SMs / 1.83 GHz)
 L2_BYTES_PER_CYCLE = 40.0       # L2 -> SM operand bandwidth per SM (about 10 TB/s over 132 SMs)
@@ -50,14 +50,15 @@ def stages_that_fit(cfg: Fp8GemmConfig, k: int) -> int:
     return 0
 
 
-def estimate(cfg: Fp8GemmConfig, m: int, n: int, k: int) -> Estimate:
+def estimate(cfg: Fp8GemmConfig, m: int, n: int, k: int, groups: int = 1) -> Estimate:
+    """`groups` independent problems of m x n x k (masked grouped GEMM: m = rows per expert)."""
     bm, bn = cfg.block_m, cfg.block_n
     mb, nb = math.ceil(m / bm), math.ceil(n / bn)
     if cfg.pair_axis == PAIR_M:
         mb = 2 * math.ceil(mb / 2)
     elif cfg.pair_axis == PAIR_N:
         nb = 2 * math.ceil(nb / 2)
-    tiles = mb * nb
+    tiles = mb * nb * groups
     ctas = min(cfg.num_sms, tiles)
     waves = math.ceil(tiles / ctas)
     kb = math.ceil(k / BLOCK_K)
@@ -77,7 +78,7 @@ def estimate(cfg: Fp8GemmConfig, m: int, n: int, k: int) -> Estimate:
         compute *= M128_PENALTY
     load = (a_bytes + b_bytes + bm * 4) / L2_BYTES_PER_CYCLE
     tile_cycles = kb * max(compute, load) + TILE_OVERHEAD_CYCLES
-    unique_bytes = m * k + n * k + m * n * cfg.out_bytes
+    unique_bytes = groups * (m * k + n * k + m * n * cfg.out_bytes)
     cycles = max(waves * tile_cycles, unique_bytes / HBM_BYTES_PER_CYCLE)
     fill = (tiles - (waves - 1) * ctas) / ctas
     return Estimate(cfg, cycles, waves, fill, tiles * kb * (a_bytes + b_bytes))
@@ -90,20 +91,22 @@ def raster_group(num_sms: int, block_m: int, block_n: int, n_units: int) -> int:
     return max(1, min(g, n_units))
 
 
-def candidates(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms: int):
-    """Every config the kernel can run for this problem, with the most stages that fit."""
-    for bm in (64, 128, 256):
+def candidates(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms: int, kind: int = KIND_DENSE):
+    """Every config the kernel can run for this problem, with the most stages that fit. For the
+    grouped kinds, m is the total row count (masked: experts x expected rows per expert); their
+    experts are 128-row aligned, so block_m divides 128, and pairs share an expert (N pairs only)."""
+    for bm in ((64, 128, 256) if kind == KIND_DENSE else (64, 128)):
         wg = 1 if bm == 64 else 2
         for bn in BLOCK_NS:
             for pair in (PAIR_NONE, PAIR_M, PAIR_N):
-                if pair == PAIR_M and (bn % 16 or math.ceil(m / bm) < 2):
+                if pair == PAIR_M and (bn % 16 or math.ceil(m / bm) < 2 or kind != KIND_DENSE):
                     continue
                 if pair == PAIR_N and math.ceil(n / bn) < 2:
                     continue
                 if pair != PAIR_NONE and num_sms % 2:
                     continue
                 for pipelined in (True, False):
-                    cfg = Fp8GemmConfig(bm, bn, 1, wg, pair, out_f32, epilogue, pipelined, num_sms=num_sms)
+                    cfg = Fp8GemmConfig(bm, bn, 1, wg, pair, out_f32, epilogue, pipelined, kind, num_sms=num_sms)
                     if cfg.accumulator_floats() > MAX_ACCUMULATOR_FLOATS:
                         continue
                     stages = stages_that_fit(cfg, k)
@@ -117,11 +120,13 @@ def candidates(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms: in
 
 
 @functools.lru_cache(maxsize=4096)
-def ranked_configs(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms: int) -> tuple:
-    """Every runnable config, best predicted first (ties: fewer bytes, then larger tiles)."""
+def ranked_configs(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms: int, kind: int = KIND_DENSE,
+                   groups: int = 1) -> tuple:
+    """Every runnable config, best predicted first (ties: fewer bytes, then larger tiles).
+    `groups` > 1: that many independent m x n x k problems (masked grouped GEMM)."""
     scored = []
-    for cfg in candidates(m, n, k, out_f32, epilogue, num_sms):
-        est = estimate(cfg, m, n, k)
+    for cfg in candidates(m * groups, n, k, out_f32, epilogue, num_sms, kind):
+        est = estimate(cfg, m, n, k, groups)
         scored.append(((round(est.cycles, -1), est.bytes_l2, -cfg.block_m * cfg.block_n), cfg))
     if not scored:
         raise ValueError(f"no FP8 GEMM config fits shared memory for M={m}, N={n}, K={k}")

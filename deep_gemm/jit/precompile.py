@@ -14,6 +14,13 @@ import time
 DEFAULT_NK = [(2112, 7168), (576, 7168), (7168, 576), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168),
               (7168, 2048)]
 DEFAULT_SHAPES = [(m, n, k) for m in (64, 128, 4096) for n, k in DEFAULT_NK]
+# MoE grouped problems (kind, rows, N, K, experts): contiguous rows = all experts' 128-aligned rows,
+# masked rows = the expected rows per expert.
+GROUPED_NK = [(4096, 7168), (7168, 2048), (6144, 7168), (7168, 3072)]
+DEFAULT_GROUPED = ([("contiguous", g * -(-rows // 128) * 128, n, k, g) for g, rows in ((4, 8192), (8, 4096), (32, 256),
+                                                                                     (256, 16)) for n, k in GROUPED_NK]
+                   + [("masked", rows, n, k, g) for g, rows in ((1, 1024), (2, 512), (4, 256), (32, 192), (6, 20),
+                                                              (32, 20)) for n, k in GROUPED_NK])
 
 
 def parse_shapes(text: str) -> list[tuple[int, int, int]]:
@@ -62,12 +69,13 @@ def _build_one(cfg, k: int) -> BuildReport:
                        r.get("stack_frame") or 0, cfg.smem_bytes(k), time.perf_counter() - start, cached)
 
 
-def configs_for(shapes, num_sms: int, out_f32: bool = False, reports: dict | None = None):
-    """(config, K) for each distinct kernel the heuristic picks for `shapes`: the same pick the
-    library makes at run time, which compiles candidates until one has no spills. When `reports`
-    is given, each kernel compiled on the way is recorded there by name."""
+def configs_for(shapes, num_sms: int, out_f32: bool = False, reports: dict | None = None, grouped=()):
+    """(config, K) for each distinct kernel the heuristic picks for `shapes` (dense M, N, K) and
+    `grouped` ((kind, rows, N, K, experts)): the same pick the library makes at run time, which
+    compiles candidates until one has no spills. When `reports` is given, each kernel compiled on
+    the way is recorded there by name."""
     from ..heuristics.fp8_gemm import first_without_spills, ranked_configs
-    from ..kernels.fp8_gemm import EPI_TMA_STORE
+    from ..kernels.fp8_gemm import EPI_TMA_STORE, KIND_CONTIGUOUS, KIND_DENSE, KIND_MASKED
 
     def build(cfg):
         report = _build_one(cfg, 0)
@@ -77,9 +85,16 @@ def configs_for(shapes, num_sms: int, out_f32: bool = False, reports: dict | Non
             raise RuntimeError(report.error)
         return cfg.build()   # a cache hit now
 
+    problems = [(KIND_DENSE, m, n, k, 1) for m, n, k in shapes]
+    kinds = {"contiguous": KIND_CONTIGUOUS, "masked": KIND_MASKED}
+    problems += [(kinds[kind], m, n, k, g) for kind, m, n, k, g in grouped]
     seen = {}
-    for m, n, k in shapes:
-        cfg = first_without_spills(ranked_configs(m, n, k, out_f32, EPI_TMA_STORE, num_sms), build)
+    for kind, m, n, k, g in problems:
+        if kind == KIND_MASKED:
+            ranked = ranked_configs(m, n, k, out_f32, EPI_TMA_STORE, num_sms, kind, g)
+        else:
+            ranked = ranked_configs(m, n, k, out_f32, EPI_TMA_STORE, num_sms, kind)
+        cfg = first_without_spills(ranked, build)
         name = cfg.kernel_name()
         if name not in seen or k > seen[name][1]:
             seen[name] = (cfg, k)
@@ -94,10 +109,10 @@ def build_all(configs_and_k, jobs: int | None = None) -> list[BuildReport]:
         return list(pool.map(_build_one, *zip(*configs_and_k)))
 
 
-def run(shapes, num_sms: int, jobs: int | None = None, out=print) -> int:
+def run(shapes, num_sms: int, jobs: int | None = None, out=print, grouped=()) -> int:
     start = time.perf_counter()
     first_builds: dict[str, BuildReport] = {}
-    pairs = configs_for(shapes, num_sms, reports=first_builds)
+    pairs = configs_for(shapes, num_sms, reports=first_builds, grouped=grouped)
     reports = build_all(pairs, jobs)
     for rep in reports:   # report the compile that actually happened, not the cache hit after it
         first = first_builds.get(rep.name)
@@ -109,7 +124,7 @@ def run(shapes, num_sms: int, jobs: int | None = None, out=print) -> int:
         out(f"{rep.name:<44} {rep.registers if rep.registers is not None else '-':>5} {rep.spill_bytes:>8} "
             f"{rep.stack_frame:>8} {rep.smem_bytes:>8} {rep.seconds:>8.2f}  {'cached' if rep.cached else 'built'}, {status}")
     bad = [r for r in reports if not r.ok]
-    out(f"{len(reports)} kernels for {len(shapes)} shapes in {time.perf_counter() - start:.1f} s; "
+    out(f"{len(reports)} kernels for {len(shapes) + len(grouped)} problems in {time.perf_counter() - start:.1f} s; "
         f"{len(bad)} failed")
     for rep in bad:
         if rep.error:

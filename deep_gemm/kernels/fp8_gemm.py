@@ -18,12 +18,15 @@ BLOCK_K = 128
 EPI_TMA_STORE, EPI_TMA_REDUCE, EPI_DIRECT, EPI_DIRECT_ACCUMULATE = 0, 1, 2, 3
 # Cluster pairing; values match TileScheduler's kPairAxis.
 PAIR_NONE, PAIR_M, PAIR_N = 0, 1, 2
+# Problem kinds; values match GemmKind in scheduler.cuh.
+KIND_DENSE, KIND_CONTIGUOUS, KIND_MASKED = 0, 1, 2
 
 Fp8GemmParams = params_struct("Fp8GemmParams", [
     ("tma_a", TensorMapBytes), ("tma_b", TensorMapBytes), ("tma_sfa", TensorMapBytes), ("tma_d", TensorMapBytes),
-    ("sfb", ctypes.c_uint64), ("d", ctypes.c_uint64),
+    ("sfb", ctypes.c_uint64), ("d", ctypes.c_uint64), ("grouped_layout", ctypes.c_uint64),
     ("m", ctypes.c_uint32), ("n", ctypes.c_uint32), ("k", ctypes.c_uint32),
-    ("sfb_ld", ctypes.c_uint32), ("ldd", ctypes.c_uint32), ("raster_group", ctypes.c_uint32)])
+    ("sfb_ld", ctypes.c_uint32), ("ldd", ctypes.c_uint32), ("raster_group", ctypes.c_uint32),
+    ("num_groups", ctypes.c_uint32), ("sfb_group_stride", ctypes.c_uint32)])
 _OFF_A, _OFF_B, _OFF_SFA, _OFF_D = (getattr(Fp8GemmParams, f).offset for f in ("tma_a", "tma_b", "tma_sfa", "tma_d"))
 
 # acc + temporaries per thread that leave room for addresses and scales under the setmaxnreg budget
@@ -54,6 +57,7 @@ class Fp8GemmConfig:
     epilogue: int = EPI_TMA_STORE
     # double-buffered temporary accumulator: the next k-block's wgmmas overlap this one's promotion
     pipelined: bool = False
+    kind: int = KIND_DENSE
     # run-time parameters (not template arguments)
     raster_group: int = 8
     num_sms: int = 132
@@ -94,12 +98,14 @@ class Fp8GemmConfig:
 
     def template_args(self) -> str:
         return (f"{self.block_m}, {self.block_n}, {self.stages}, {self.num_math_wg}, {self.pair_axis}, "
-                f"{'true' if self.out_f32 else 'false'}, {self.epilogue}, {'true' if self.pipelined else 'false'}")
+                f"{'true' if self.out_f32 else 'false'}, {self.epilogue}, {'true' if self.pipelined else 'false'}, "
+                f"{self.kind}")
 
     def kernel_name(self) -> str:
         """Unique per compiled kernel (run-time fields excluded)."""
         return (f"fp8_gemm_m{self.block_m}_n{self.block_n}_s{self.stages}_wg{self.num_math_wg}_p{self.pair_axis}_"
-                f"{'f32' if self.out_f32 else 'bf16'}_e{self.epilogue}{'_pp' if self.pipelined else ''}")
+                f"{'f32' if self.out_f32 else 'bf16'}_e{self.epilogue}{'_pp' if self.pipelined else ''}"
+                f"{'' if self.kind == KIND_DENSE else f'_g{self.kind}'}")
 
     def check(self) -> None:
         """Raises ValueError for configs the kernel cannot run (mirrors its static_asserts)."""
@@ -121,6 +127,10 @@ class Fp8GemmConfig:
             problems.append(f"stages must be >= {3 if self.pipelined else 1}")
         if self.num_sms < self.cluster or self.num_sms % self.cluster:
             problems.append(f"num_sms={self.num_sms} must be a positive multiple of the cluster size {self.cluster}")
+        if self.kind != KIND_DENSE and (self.pair_axis == PAIR_M or 128 % self.block_m):
+            problems.append("grouped GEMMs need block_m dividing 128 (experts are 128-row aligned) and no M pairing")
+        if self.kind == KIND_MASKED and self.epilogue not in (EPI_TMA_STORE, EPI_DIRECT):
+            problems.append("masked grouped GEMMs store their output (no accumulation)")
         if self.accumulator_floats() > MAX_ACCUMULATOR_FLOATS:
             problems.append(f"{self.accumulator_floats()} accumulator registers per thread exceed the "
                             f"{MAX_ACCUMULATOR_FLOATS} that compile without spills")
@@ -145,20 +155,23 @@ class Fp8GemmConfig:
 
 
 class Fp8GemmPlan:
-    """A ready-to-launch kernel for one (shape, layout) signature. Per call only addresses change."""
+    """A ready-to-launch kernel for one (shape, layout) signature. Per call only addresses change.
+    For the masked kind, m is M_max (rows per expert in A and D) and num_groups the expert count;
+    for the contiguous kind, m is M_sum."""
 
-    def __init__(self, config: Fp8GemmConfig, m: int, n: int, k: int, device: int):
+    def __init__(self, config: Fp8GemmConfig, m: int, n: int, k: int, device: int, num_groups: int = 1):
         config.check()
         smem = config.smem_bytes(k)
         if smem > MAX_SMEM:
             raise ValueError(f"config {config.kernel_name()} needs {smem} B of shared memory for K={k}, "
                              f"more than the {MAX_SMEM} B a Hopper block can have")
-        self.config, self.m, self.n, self.k, self.device = config, m, n, k, device
+        self.config, self.m, self.n, self.k, self.device, self.num_groups = config, m, n, k, device, num_groups
         kernel = runtime.get_kernel(config.kernel_name(), config.source(), config.kernel_expr())
         func = kernel.function(device, smem)
-        num_units = self.num_tile_units()
-        grid = min(config.num_sms // config.cluster, num_units) * config.cluster
-        self.grid = max(grid, config.cluster)
+        clusters = config.num_sms // config.cluster
+        if config.kind != KIND_MASKED:   # the masked kind's tile count lives on the device
+            clusters = min(clusters, self.num_tile_units())
+        self.grid = max(clusters, 1) * config.cluster
         self.launcher = runtime.Launcher(func, self.grid, config.num_threads, smem, config.cluster)
         c = config
         self.a_box = (BLOCK_K, c.block_m // 2 if c.pair_axis == PAIR_N else c.block_m)
@@ -168,6 +181,8 @@ class Fp8GemmPlan:
         self.d_chunk = chunk
         self.d_box = (chunk, c.wg_m, c.block_n // chunk)
         self.d_dtype = "f32" if c.out_f32 else "bf16"
+        if c.kind == KIND_MASKED:
+            self.a_box, self.sfa_box, self.d_box = self.a_box + (1,), self.sfa_box + (1,), self.d_box + (1,)
 
     def num_tile_units(self) -> int:
         c = self.config
@@ -179,22 +194,34 @@ class Fp8GemmPlan:
         return mb * nb
 
     def make_params(self, a_ptr: int, lda: int, b_ptr: int, ldb: int, sfa_ptr: int, sfa_ld: int, sfb_ptr: int,
-                    sfb_ld: int, d_ptr: int, ldd: int) -> Fp8GemmParams:
+                    sfb_ld: int, d_ptr: int, ldd: int, layout_ptr: int = 0, a_group_stride: int = 0,
+                    sfa_group_stride: int = 0, sfb_group_stride: int = 0, d_group_stride: int = 0) -> Fp8GemmParams:
         """The kernel's parameter block. Strides are in elements; sfa is MN-major (sfa_ld = distance
-        between K blocks)."""
-        m, n, k = self.m, self.n, self.k
-        tensor_map = runtime.tensor_map
-        p = Fp8GemmParams()
-        set_tensor_map(p, _OFF_A, tensor_map("e4m3", a_ptr, (k, m), (lda,), self.a_box, 128))
-        set_tensor_map(p, _OFF_B, tensor_map("e4m3", b_ptr, (k, n), (ldb,), self.b_box, 128))
-        set_tensor_map(p, _OFF_SFA, tensor_map("f32", sfa_ptr, (m, -(-k // BLOCK_K)), (sfa_ld * 4,), self.sfa_box))
+        between K blocks); the group strides are distances between experts (grouped kinds)."""
+        m, n, k, g = self.m, self.n, self.k, self.num_groups
+        kb = -(-k // BLOCK_K)
         c = self.config
+        tensor_map = runtime.tensor_map
+        masked = c.kind == KIND_MASKED
+        p = Fp8GemmParams()
+        if masked:
+            a_map = tensor_map("e4m3", a_ptr, (k, m, g), (lda, a_group_stride), self.a_box, 128)
+            sfa_map = tensor_map("f32", sfa_ptr, (m, kb, g), (sfa_ld * 4, sfa_group_stride * 4), self.sfa_box)
+        else:
+            a_map = tensor_map("e4m3", a_ptr, (k, m), (lda,), self.a_box, 128)
+            sfa_map = tensor_map("f32", sfa_ptr, (m, kb), (sfa_ld * 4,), self.sfa_box)
+        set_tensor_map(p, _OFF_A, a_map)
+        set_tensor_map(p, _OFF_B, tensor_map("e4m3", b_ptr, (k, n * g), (ldb,), self.b_box, 128))
+        set_tensor_map(p, _OFF_SFA, sfa_map)
         if c.tma_epilogue:
             elem = c.out_bytes
-            set_tensor_map(p, _OFF_D, tensor_map(self.d_dtype, d_ptr, (self.d_chunk, m, n // self.d_chunk),
-                                                 (ldd * elem, 16), self.d_box))
-        p.sfb, p.d = sfb_ptr, d_ptr
+            dims, strides = (self.d_chunk, m, n // self.d_chunk), (ldd * elem, 16)
+            if masked:
+                dims, strides = dims + (g,), strides + (d_group_stride * elem,)
+            set_tensor_map(p, _OFF_D, tensor_map(self.d_dtype, d_ptr, dims, strides, self.d_box))
+        p.sfb, p.d, p.grouped_layout = sfb_ptr, d_ptr, layout_ptr
         p.m, p.n, p.k, p.sfb_ld, p.ldd, p.raster_group = m, n, k, sfb_ld, ldd, c.raster_group
+        p.num_groups, p.sfb_group_stride = g, sfb_group_stride
         return p
 
     def launch(self, params: Fp8GemmParams, stream: int | None = None) -> None:

@@ -17,16 +17,20 @@
 namespace deep_gemm {
 
 struct Fp8GemmParams {
+    // Masked grouped GEMMs add the expert as the outermost dimension of A, sfa and D.
     TmaDescriptor tma_a;    // A [M, K], box [128, rows loaded by this CTA]
-    TmaDescriptor tma_b;    // B [N, K], box [128, rows loaded by this CTA]
+    TmaDescriptor tma_b;    // B [N, K] (grouped: [G * N, K]), box [128, rows loaded by this CTA]
     TmaDescriptor tma_sfa;  // sfa [K/128 blocks, M] (M innermost), box [BLOCK_M, 1]
     TmaDescriptor tma_d;    // D viewed as [N/chunk, M, chunk] (chunk = 16 bytes), box [chunk, rows per warpgroup, BLOCK_N/chunk]
-    const float* sfb;       // [ceil(N/128), sfb_ld]
+    const float* sfb;       // [ceil(N/128), sfb_ld] (grouped: one such block per expert, sfb_group_stride apart)
     void* d;                // D itself, for the direct-store epilogue
-    u32 m, n, k;
+    const i32* grouped_layout;   // contiguous: expert id per row of A; masked: valid rows per expert
+    u32 m, n, k;            // masked: m = M_max, the rows each expert has in A and D
     u32 sfb_ld;
     u32 ldd;                // D row stride in elements (direct-store epilogue)
     u32 raster_group;       // N units per scheduler group
+    u32 num_groups;
+    u32 sfb_group_stride;   // elements between two experts' sfb blocks
 };
 
 // How results leave the kernel.
@@ -38,7 +42,7 @@ enum Epilogue : u32 {
 };
 
 template <u32 BLOCK_M, u32 BLOCK_N, u32 STAGES, u32 NUM_MATH_WG, u32 PAIR_AXIS, bool OUT_F32, u32 EPILOGUE,
-          bool PIPELINED>
+          bool PIPELINED, u32 KIND>
 struct Fp8GemmConfig {
     static constexpr u32 BLOCK_K = 128;
     static constexpr u32 CLUSTER = PAIR_AXIS == 0 ? 1 : 2;
@@ -80,15 +84,20 @@ struct Fp8GemmConfig {
     static_assert(PAIR_AXIS != 1 || BLOCK_N % 16 == 0, "multicast of B splits the tile into two halves of 8-row groups");
     static_assert(PAIR_AXIS != 2 || BLOCK_M % 16 == 0, "multicast of A splits the tile into two halves of 8-row groups");
     static_assert(!PIPELINED || STAGES >= 3, "the pipelined main loop holds two stages at a time");
+    static_assert(KIND == kGemmDense || (PAIR_AXIS != 1 && 128 % BLOCK_M == 0),
+                  "grouped GEMMs: experts are 128-row aligned, so BLOCK_M divides 128; pairs share an expert");
+    static_assert(KIND != kGemmGroupedMasked || EPILOGUE == kEpilogueTmaStore || EPILOGUE == kEpilogueDirect,
+                  "masked grouped GEMMs store their output (no accumulation)");
     static_assert(!(EPILOGUE == kEpilogueTmaReduce || EPILOGUE == kEpilogueDirectAccumulate) || OUT_F32,
                   "accumulating into D needs FP32 output");
 };
 
 template <u32 BLOCK_M, u32 BLOCK_N, u32 STAGES, u32 NUM_MATH_WG, u32 PAIR_AXIS, bool OUT_F32, u32 EPILOGUE,
-          bool PIPELINED>
+          bool PIPELINED, u32 KIND>
 __global__ void __launch_bounds__((NUM_MATH_WG + 1) * 128, 1)
 fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
-    using Cfg = Fp8GemmConfig<BLOCK_M, BLOCK_N, STAGES, NUM_MATH_WG, PAIR_AXIS, OUT_F32, EPILOGUE, PIPELINED>;
+    using Cfg = Fp8GemmConfig<BLOCK_M, BLOCK_N, STAGES, NUM_MATH_WG, PAIR_AXIS, OUT_F32, EPILOGUE, PIPELINED, KIND>;
+    constexpr bool MASKED = KIND == kGemmGroupedMasked;
     constexpr u32 BLOCK_K = Cfg::BLOCK_K;
     constexpr u32 CLUSTER = Cfg::CLUSTER;
 
@@ -116,16 +125,20 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
     }
     if constexpr (CLUSTER > 1) cluster_sync(); else __syncthreads();
 
-    TileScheduler<BLOCK_M, BLOCK_N, PAIR_AXIS> scheduler(p.m, p.n, p.raster_group);
+    TileScheduler<BLOCK_M, BLOCK_N, PAIR_AXIS, KIND> scheduler(p.m, p.n, p.raster_group, p.grouped_layout,
+                                                                p.num_groups, p.m);
 
     if (warpgroup == NUM_MATH_WG) {
         // ---------------------------------------------------------------- producer
         warpgroup_release_registers<Cfg::PRODUCER_REGS>();
         if (threadIdx.x == Cfg::NUM_MATH_THREADS) {
             const u32 rank = scheduler.rank;
-            u32 iter = 0, m_block, n_block;
-            while (scheduler.next(m_block, n_block)) {
+            u32 iter = 0, m_block, n_block, expert;
+            while (scheduler.next(m_block, n_block, expert)) {
                 const i32 m0 = m_block * BLOCK_M, n0 = n_block * BLOCK_N;
+                // Grouped B is [G * N, K]: rows past N read the next expert's weights, which only
+                // feed output columns the store clips.
+                const i32 b_row0 = KIND == kGemmDense ? n0 : static_cast<i32>(expert * p.n) + n0;
                 #pragma unroll 1
                 for (u32 kb = 0; kb < num_k_blocks; ++kb, ++iter) {
                     const u32 s = iter % STAGES, phase = (iter / STAGES) & 1;
@@ -136,17 +149,23 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                     u8* b_dst = smem + Cfg::OFF_B + s * Cfg::B_STAGE_BYTES;
                     if constexpr (PAIR_AXIS == 2) {
                         constexpr u32 HALF = BLOCK_M / 2;
-                        tma_load_2d_multicast(a_dst + rank * HALF * BLOCK_K, &p.tma_a, &full_bars[s], k0, m0 + rank * HALF, 0b11);
+                        if constexpr (MASKED)
+                            tma_load_3d_multicast(a_dst + rank * HALF * BLOCK_K, &p.tma_a, &full_bars[s], k0, m0 + rank * HALF, expert, 0b11);
+                        else
+                            tma_load_2d_multicast(a_dst + rank * HALF * BLOCK_K, &p.tma_a, &full_bars[s], k0, m0 + rank * HALF, 0b11);
                     } else {
-                        tma_load_2d(a_dst, &p.tma_a, &full_bars[s], k0, m0);
+                        if constexpr (MASKED) tma_load_3d(a_dst, &p.tma_a, &full_bars[s], k0, m0, expert);
+                        else tma_load_2d(a_dst, &p.tma_a, &full_bars[s], k0, m0);
                     }
                     if constexpr (PAIR_AXIS == 1) {
                         constexpr u32 HALF = BLOCK_N / 2;
-                        tma_load_2d_multicast(b_dst + rank * HALF * BLOCK_K, &p.tma_b, &full_bars[s], k0, n0 + rank * HALF, 0b11);
+                        tma_load_2d_multicast(b_dst + rank * HALF * BLOCK_K, &p.tma_b, &full_bars[s], k0, b_row0 + rank * HALF, 0b11);
                     } else {
-                        tma_load_2d(b_dst, &p.tma_b, &full_bars[s], k0, n0);
+                        tma_load_2d(b_dst, &p.tma_b, &full_bars[s], k0, b_row0);
                     }
-                    tma_load_2d(smem + Cfg::OFF_SFA + s * Cfg::SFA_STAGE_BYTES, &p.tma_sfa, &full_bars[s], m0, kb);
+                    u8* sfa_dst = smem + Cfg::OFF_SFA + s * Cfg::SFA_STAGE_BYTES;
+                    if constexpr (MASKED) tma_load_3d(sfa_dst, &p.tma_sfa, &full_bars[s], m0, kb, expert);
+                    else tma_load_2d(sfa_dst, &p.tma_sfa, &full_bars[s], m0, kb);
                 }
             }
         }
@@ -162,13 +181,14 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
         float* sfb_base = reinterpret_cast<float*>(smem + Cfg::OFF_SFB) + warpgroup * 4 * num_k_blocks;
         const float* sfb_smem = sfb_base;
         const u32 num_sfb_rows = ceil_div(p.n, 128u);
-        auto prefetch_sfb = [&](u32 n_blk, float* dst) {
+        auto prefetch_sfb = [&](u32 n_blk, u32 expert, float* dst) {
             const u32 row0 = min(n_blk * BLOCK_N / 128, num_sfb_rows - 1);
             const u32 row1 = min(row0 + 1, num_sfb_rows - 1);
+            const float* sfb = p.sfb + static_cast<u64>(expert) * p.sfb_group_stride;
             for (u32 i = wg_thread; i < 2 * num_k_blocks; i += 128) {
                 const u32 row = i < num_k_blocks ? row0 : row1;
                 const u32 kb = i < num_k_blocks ? i : i - num_k_blocks;
-                cp_async_4(smem_u32(dst + i), p.sfb + static_cast<u64>(row) * p.sfb_ld + kb);
+                cp_async_4(smem_u32(dst + i), sfb + static_cast<u64>(row) * p.sfb_ld + kb);
             }
         };
 
@@ -239,19 +259,19 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
         auto wait_full = [&](u32 it) { mbar_wait(&full_bars[it % STAGES], (it / STAGES) & 1); };
         using Buf0 = IntConst<0>;
 
-        u32 buf = 0;
-        bool has_tile = scheduler.next(m_block, n_block);
-        if (has_tile) prefetch_sfb(n_block, sfb_base);
+        u32 buf = 0, expert;
+        bool has_tile = scheduler.next(m_block, n_block, expert);
+        if (has_tile) prefetch_sfb(n_block, expert, sfb_base);
         while (has_tile) {
             const u32 m0 = m_block * BLOCK_M, n0 = n_block * BLOCK_N;
-            u32 next_m_block, next_n_block;
-            const bool has_next = scheduler.next(next_m_block, next_n_block);
+            u32 next_m_block, next_n_block, next_expert;
+            const bool has_next = scheduler.next(next_m_block, next_n_block, next_expert);
             // This tile's scales have landed (for every thread), and every thread is past the
             // previous tile, whose buffer the next prefetch overwrites.
             cp_async_wait_all();
             named_barrier_sync(barrier_id, 128);
             sfb_smem = sfb_base + buf * 2 * num_k_blocks;
-            if (has_next) prefetch_sfb(next_n_block, sfb_base + (buf ^ 1) * 2 * num_k_blocks);
+            if (has_next) prefetch_sfb(next_n_block, next_expert, sfb_base + (buf ^ 1) * 2 * num_k_blocks);
             // Columns of the tile at or past `boundary` use the second scale block.
             const u32 boundary = (n0 / 128 + 1) * 128 - n0;
 
@@ -332,6 +352,8 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 if (wg_thread == 0) {
                     if constexpr (EPILOGUE == kEpilogueTmaReduce)
                         tma_reduce_add_3d(&p.tma_d, d_smem, 0, wg_row0, n0 / Cfg::CHUNK);
+                    else if constexpr (MASKED)
+                        tma_store_4d(&p.tma_d, d_smem, 0, wg_row0, n0 / Cfg::CHUNK, expert);
                     else
                         tma_store_3d(&p.tma_d, d_smem, 0, wg_row0, n0 / Cfg::CHUNK);
                     tma_store_commit();
@@ -350,7 +372,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                                 const u32 col = n0 + j * 8 + (lane % 4) * 2 + e;
                                 if (col >= p.n) continue;
                                 const float v = acc[mi][j * 4 + half * 2 + e];
-                                const u64 idx = static_cast<u64>(row) * p.ldd + col;
+                                const u64 idx = (static_cast<u64>(MASKED ? expert * p.m : 0) + row) * p.ldd + col;
                                 if constexpr (OUT_F32) {
                                     float* d = static_cast<float*>(p.d) + idx;
                                     *d = EPILOGUE == kEpilogueDirectAccumulate ? *d + v : v;
@@ -364,7 +386,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 }
             }
             buf ^= 1;
-            m_block = next_m_block, n_block = next_n_block, has_tile = has_next;
+            m_block = next_m_block, n_block = next_n_block, expert = next_expert, has_tile = has_next;
         }
         if constexpr (Cfg::TMA_EPILOGUE) {
             if (wg_thread == 0) tma_store_wait_all();

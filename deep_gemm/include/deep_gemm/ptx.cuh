@@ -116,6 +116,19 @@ DG_DEVICE void tma_load_2d_multicast(void* dst, const TmaDescriptor* desc, u64* 
         : "memory");
 }
 
+DG_DEVICE void tma_load_3d_multicast(void* dst, const TmaDescriptor* desc, u64* bar, i32 c0, i32 c1, i32 c2, u16 cta_mask) {
+    asm volatile(
+        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster"
+        " [%0], [%1, {%3, %4, %5}], [%2], %6;"
+        :: "r"(smem_u32(dst)), "l"(reinterpret_cast<u64>(desc)), "r"(smem_u32(bar)), "r"(c0), "r"(c1), "r"(c2), "h"(cta_mask)
+        : "memory");
+}
+
+DG_DEVICE void tma_store_4d(const TmaDescriptor* desc, const void* src, i32 c0, i32 c1, i32 c2, i32 c3) {
+    asm volatile("cp.async.bulk.tensor.4d.global.shared::cta.bulk_group [%0, {%2, %3, %4, %5}], [%1];"
+                 :: "l"(reinterpret_cast<u64>(desc)), "r"(smem_u32(src)), "r"(c0), "r"(c1), "r"(c2), "r"(c3) : "memory");
+}
+
 DG_DEVICE void tma_store_2d(const TmaDescriptor* desc, const void* src, i32 c0, i32 c1) {
     asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];"
                  :: "l"(reinterpret_cast<u64>(desc)), "r"(smem_u32(src)), "r"(c0), "r"(c1) : "memory");
