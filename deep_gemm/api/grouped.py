@@ -16,13 +16,15 @@ hint for the config choice. Replaying a captured graph with new masked_m values 
 """
 from __future__ import annotations
 
+import dataclasses
+
 import torch
 
 from .. import envs, reference
 from ..heuristics import fp8_gemm as heuristics
 from ..kernels import fp8_gemm as kernel
 from . import checks, device
-from .dense import _RECIPE_1D2D, _aliases, _remember, _signature, _warm
+from .dense import _RECIPE_1D2D, _aliases, _remember, _try_replay
 from .layout import get_mn_major_tma_aligned_tensor
 
 _plans: dict[tuple, kernel.Fp8GemmPlan] = {}
@@ -96,7 +98,6 @@ def _plan(kind, m, n, k, groups, expected_m, epilogue, dev, config) -> kernel.Fp
     else:
         if not isinstance(config, kernel.Fp8GemmConfig):
             raise TypeError(f"config: expected a deep_gemm.Fp8GemmConfig, got {type(config).__name__}")
-        import dataclasses
         cfg = dataclasses.replace(config, out_f32=False, epilogue=epilogue, kind=kind,
                                   num_sms=min(config.num_sms, num_sms))
     if envs.print_configs():
@@ -121,14 +122,9 @@ def m_grouped_gemm_fp8_fp8_bf16_nt_contiguous(lhs, rhs, out, m_indices) -> None:
 
 def _contiguous(a, b, d, m_indices, recipe, config, names) -> None:
     key = None
-    if recipe is None and config is None and type(a) is tuple and type(b) is tuple:
-        try:
-            key = _signature(a, b, d, m_indices, "contiguous")
-        except (AttributeError, TypeError, ValueError):
-            key = None
-        hit = _warm.get(key) if key is not None else None
-        if hit is not None:
-            hit[0].launch(hit[1])
+    if recipe is None and config is None:
+        key, launched = _try_replay(a, b, d, m_indices, "contiguous")
+        if launched:
             return
     x, sfa, y, sfb, g, n, k = _check_common(a, b, d, m_indices, "m_indices", recipe, names, 2)
     m_sum = x.shape[0]
@@ -172,14 +168,9 @@ def m_grouped_gemm_fp8_fp8_bf16_nt_masked(lhs, rhs, out, masked_m, expected_m) -
 
 def _masked(a, b, d, masked_m, expected_m, recipe, config, names) -> None:
     key = None
-    if recipe is None and config is None and type(a) is tuple and type(b) is tuple:
-        try:
-            key = _signature(a, b, d, masked_m, "masked", int(expected_m))
-        except (AttributeError, TypeError, ValueError):
-            key = None
-        hit = _warm.get(key) if key is not None else None
-        if hit is not None:
-            hit[0].launch(hit[1])
+    if recipe is None and config is None and type(expected_m) is int:
+        key, launched = _try_replay(a, b, d, masked_m, "masked", expected_m)
+        if launched:
             return
     x, sfa, y, sfb, g, n, k = _check_common(a, b, d, masked_m, "masked_m", recipe, names, 3)
     if x.shape[0] != g:
