@@ -84,6 +84,15 @@ def _check_same_device(ref: torch.Tensor, **tensors) -> None:
             raise ValueError(f"{name}: expected device {ref.device} (same as the other inputs), got {t.device}")
 
 
+def _check_value_range(x: torch.Tensor, name: str, lo: int, hi: int, expected: str) -> None:
+    """Host-side check of an index tensor's values (the reference may synchronize; kernels never do)."""
+    if x.numel() == 0:
+        return
+    got_lo, got_hi = int(x.min()), int(x.max())
+    if got_lo < lo or got_hi > hi:
+        raise ValueError(f"{name}: expected values in {expected}, got values in [{got_lo}, {got_hi}]")
+
+
 def _check_dtype_choice(dtype, name: str, allowed) -> None:
     if dtype not in allowed:
         want = ", ".join(str(d) for d in allowed)
@@ -331,10 +340,7 @@ def m_grouped_fp8_gemm_nt_contiguous(
     _check_dtype_choice(compute_dtype, "compute_dtype", _COMPUTE_DTYPES)
     _check_same_device(a, sfa=sfa, b=b, sfb=sfb, m_indices=m_indices)
     group = m_indices.long()
-    if m > 0:
-        lo, hi = int(group.min()), int(group.max())
-        if lo < -1 or hi >= g:
-            raise ValueError(f"m_indices: expected values in [-1, {g}) (G = {g} groups), got values in [{lo}, {hi}]")
+    _check_value_range(group, "m_indices", -1, g - 1, f"[-1, {g}) (G = {g} groups)")
 
     dt = _matmul_dtype(compute_dtype, a.device)
     a_real = dequantize_1x128(a, sfa, dt)
@@ -369,10 +375,7 @@ def m_grouped_fp8_gemm_nt_masked(
     _check_dtype_choice(compute_dtype, "compute_dtype", _COMPUTE_DTYPES)
     _check_same_device(a, sfa=sfa, b=b, sfb=sfb, masked_m=masked_m)
     valid_rows = masked_m.long()
-    if g > 0:
-        lo, hi = int(valid_rows.min()), int(valid_rows.max())
-        if lo < 0 or hi > m_max:
-            raise ValueError(f"masked_m: expected values in [0, {m_max}] (M_max), got values in [{lo}, {hi}]")
+    _check_value_range(valid_rows, "masked_m", 0, m_max, f"[0, {m_max}] (M_max)")
 
     dt = _matmul_dtype(compute_dtype, a.device)
     d = torch.bmm(dequantize_1x128(a, sfa, dt), dequantize_128x128(b, sfb, dt).transpose(1, 2))
