@@ -1,11 +1,16 @@
 """Times many forced FP8 GEMM configs per shape next to the heuristic's pick, to check and
 calibrate the performance model in deep_gemm/heuristics/fp8_gemm.py.
 
-    python -m benchmarks.sweep_configs [--shapes "M,N,K;..."] [--out results.json]
+    python -m benchmarks.sweep_configs [--shapes "M,N,K;..."] [--grid decode] [--out results.json]
+
+--grid decode adds, for M <= 128, a fixed grid of tile widths x split-K factors (the model's own
+ranking cannot be trusted to include the configs that would show it wrong).
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import itertools
 import json
 import sys
 
@@ -14,6 +19,7 @@ import torch
 import deep_gemm
 from deep_gemm.heuristics import fp8_gemm as heur
 from deep_gemm.jit import precompile
+from deep_gemm.kernels import fp8_gemm as kernel
 from deep_gemm.testing import bench_kineto, fp8_gemm_inputs
 
 DEFAULT = "4096,7168,16384;4096,4096,7168;4096,7168,2048;4096,2112,7168;4096,24576,1536;4096,32768,512;" \
@@ -26,17 +32,48 @@ def candidates(m, n, k, num_sms):
     return out[:24]
 
 
+DECODE_SHAPES = ";".join(f"{m},{n},{k}" for m in (64, 128) for n, k in (
+    (2112, 7168), (4096, 7168), (7168, 576), (7168, 2048), (7168, 16384), (24576, 1536), (32768, 512)))
+
+
+def decode_grid(m, n, k, num_sms):
+    """Tile widths x split factors for small M, each with the most stages that fit."""
+    out = []
+    for bm in ((64,) if m <= 64 else (64, 128)):
+        wg = 1 if bm == 64 else 2
+        for bn, split in itertools.product((64, 96, 128, 160, 192), (1, 2, 3, 4, 6, 8)):
+            if split > 1 and -(-k // 128) < 2 * split:
+                continue
+            for pipelined in (True, False):
+                cfg = kernel.Fp8GemmConfig(bm, bn, 1, wg, pipelined=pipelined, split_k=split, num_sms=num_sms)
+                if cfg.accumulator_floats() <= kernel.MAX_ACCUMULATOR_FLOATS:
+                    break
+            else:
+                continue
+            stages = heur.stages_that_fit(cfg, k)
+            if stages >= heur.MIN_STAGES:
+                out.append(dataclasses.replace(cfg, stages=stages,
+                                               raster_group=heur.raster_group(num_sms, bm, bn, -(-n // bn))))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default=DEFAULT)
     ap.add_argument("--out")
+    ap.add_argument("--grid", choices=("model", "decode"), default="model")
+    ap.add_argument("--top", type=int, default=24, help="how many of the model's best to time")
     args = ap.parse_args(argv)
+    if args.grid == "decode" and args.shapes == DEFAULT:
+        args.shapes = DECODE_SHAPES
     num_sms = deep_gemm.get_num_sms()
     shapes = precompile.parse_shapes(args.shapes)
     plan = {}
     for m, n, k in shapes:
         chosen = heur.choose_config(m, n, k, False, 0, num_sms)
-        cands = candidates(m, n, k, num_sms)
+        cands = candidates(m, n, k, num_sms)[:args.top]
+        if args.grid == "decode" and m <= 128:
+            cands += [c for c in decode_grid(m, n, k, num_sms) if c not in cands]
         if chosen not in cands:
             cands.append(chosen)
         plan[(m, n, k)] = (chosen, cands)
@@ -62,14 +99,16 @@ def main(argv=None) -> int:
                 continue
             tflops = 2 * m * n * k / t / 1e12
             row = {"shape": [m, n, k], "config": cfg.kernel_name(), "raster": cfg.raster_group, "us": t * 1e6,
-                   "tflops": tflops, "predicted_us": heur.estimate(cfg, m, n, k).cycles / 1.83e3,
-                   "chosen": cfg == chosen, "diff": diff}
+                   "tflops": tflops, "tbps": (m * k + n * k + 2 * m * n) / t / 1e12,
+                   "predicted_us": heur.estimate(cfg, m, n, k).cycles / 1.83e3, "chosen": cfg == chosen, "diff": diff}
             rows.append(row)
             if best is None or t < best[0]:
                 best = (t, cfg)
         ours = [r for r in rows if r.get("chosen") and r["shape"] == [m, n, k]]
-        print(f"{m}x{n}x{k}: best {best[1].kernel_name()} r{best[1].raster_group} {2*m*n*k/best[0]/1e12:.0f} TFLOP/s; "
-              f"heuristic {chosen.kernel_name()} {ours[0]['tflops'] if ours else float('nan'):.0f} TFLOP/s", flush=True)
+        bytes_moved = m * k + n * k + 2 * m * n
+        print(f"{m}x{n}x{k}: best {best[1].kernel_name()} r{best[1].raster_group} {best[0] * 1e6:.1f} us "
+              f"{2*m*n*k/best[0]/1e12:.0f} TFLOP/s {bytes_moved / best[0] / 1e12:.2f} TB/s; heuristic "
+              f"{chosen.kernel_name()} {ours[0]['us'] if ours else float('nan'):.1f} us", flush=True)
         del a, b, qa, qb, d, ref
         torch.cuda.empty_cache()
     if args.out:

@@ -153,3 +153,75 @@ def test_cuda_graph_capture():
     torch.cuda.synchronize()
     ref = reference.fp8_gemm_nt(qa, sfa, qb, sfb, out_dtype=torch.float64, compute_dtype=torch.float64)
     assert rel_fro_error(d.double(), ref) < BF16_TOL
+
+
+# ---------------------------------------------------------------------------------------- small M
+# Issue 5: decode sizes across the DeepSeek-V3 (N, K) set; the heuristic picks split-K for most.
+DECODE_M = [1, 2, 7, 16, 33, 64, 100, 128]
+
+
+@pytest.mark.parametrize("out_dtype", [torch.bfloat16, torch.float32], ids=["bf16", "f32"])
+@pytest.mark.parametrize("n,k", BENCH_NK)
+@pytest.mark.parametrize("m", DECODE_M)
+def test_decode_shapes_bitwise(m, n, k, out_dtype):
+    d1, qa, qb, _ = run_and_check(m, n, k, out_dtype=out_dtype)
+    d2 = torch.full_like(d1, float("nan"))
+    deep_gemm.fp8_gemm_nt(qa, qb, d2)
+    assert torch.equal(d1, d2), "split-K reduction is not bitwise reproducible"
+
+
+SPLIT = [
+    Fp8GemmConfig(64, 128, 6, 1, pipelined=True, split_k=2),
+    Fp8GemmConfig(64, 128, 6, 1, pipelined=True, split_k=4),
+    Fp8GemmConfig(64, 112, 6, 1, split_k=3),
+    Fp8GemmConfig(64, 192, 5, 1, split_k=8),
+    Fp8GemmConfig(64, 48, 8, 1, pipelined=True, split_k=7),
+    Fp8GemmConfig(128, 128, 4, 2, pipelined=True, split_k=2),
+    Fp8GemmConfig(128, 136, 4, 2, split_k=5),
+    Fp8GemmConfig(256, 64, 3, 2, split_k=6),
+]
+
+
+# (kb = 57: uneven slices; K = 384 with split 4..8: some CTAs get no k-block at all)
+@pytest.mark.parametrize("config", SPLIT, ids=lambda c: c.kernel_name())
+@pytest.mark.parametrize("m,n,k", [(33, 2112, 7232), (300, 1000, 896), (7, 4104, 384)])
+def test_split_k_forced(config, m, n, k):
+    d1, qa, qb, _ = run_and_check(m, n, k, config=config)
+    d2 = torch.full_like(d1, float("nan"))
+    deep_gemm.fp8_gemm_nt(qa, qb, d2, config=config)
+    assert torch.equal(d1, d2)
+
+
+@pytest.mark.parametrize("config", [SPLIT[1], SPLIT[6]], ids=lambda c: c.kernel_name())
+@pytest.mark.parametrize("with_c", [False, True])
+def test_split_k_fp32(config, with_c):
+    run_and_check(100, 4104, 7168, out_dtype=torch.float32, with_c=with_c, config=config)
+
+
+def test_split_k_unaligned_output():
+    """An output whose rows are not 8/16-byte aligned takes the scalar store path."""
+    m, n, k = 17, 250, 2048
+    a, b, (qa, sfa), (qb, sfb) = make_problem(m, n, k)
+    big = torch.full((m, n + 3), float("nan"), device="cuda", dtype=torch.bfloat16)
+    d = big[:, 1:n + 1]
+    deep_gemm.fp8_gemm_nt((qa, sfa), (qb, sfb), d, config=SPLIT[1])
+    ref = reference.fp8_gemm_nt(qa, sfa, qb, sfb, out_dtype=torch.float64, compute_dtype=torch.float64)
+    assert rel_fro_error(d.double(), ref) < BF16_TOL
+    assert torch.isnan(big[:, 0]).all() and torch.isnan(big[:, n + 1:]).all(), "wrote outside the view"
+
+
+def test_split_k_cuda_graph():
+    m, n, k = 64, 2112, 7168
+    a, b, (qa, sfa), (qb, sfb) = make_problem(m, n, k)
+    sfa = deep_gemm.get_mn_major_tma_aligned_tensor(sfa)
+    d = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+    deep_gemm.fp8_gemm_nt((qa, sfa), (qb, sfb), d, config=SPLIT[1])
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(3):   # back-to-back replays reuse the same shared-memory barriers' phases
+            deep_gemm.fp8_gemm_nt((qa, sfa), (qb, sfb), d, config=SPLIT[1])
+    d.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    ref = reference.fp8_gemm_nt(qa, sfa, qb, sfb, out_dtype=torch.float64, compute_dtype=torch.float64)
+    assert rel_fro_error(d.double(), ref) < BF16_TOL

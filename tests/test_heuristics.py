@@ -37,6 +37,10 @@ def kernel_waves(cfg: Fp8GemmConfig, m: int, n: int, k: int) -> int:
         nb = math.ceil(nb / 2)
     units = mb * nb
     slots = min(cfg.num_sms // cfg.cluster, units)
+    if cfg.cluster > 2:
+        # Clusters above 2 CTAs must fit in one GPC: the plan asks the driver how many can be
+        # resident; the model's table of that answer stands in for the driver here.
+        slots = min(slots, max(1, h.CLUSTER_CAPACITY[cfg.cluster] * cfg.num_sms // 132))
     return math.ceil(units / slots)
 
 
@@ -60,6 +64,12 @@ def check_invariants(cfg: Fp8GemmConfig, m, n, k, out_f32, epilogue, num_sms):
         assert math.ceil(m / cfg.block_m) >= 2, where
     if cfg.pair_axis == PAIR_N:
         assert math.ceil(n / cfg.block_n) >= 2, where
+
+    if cfg.split_k > 1:
+        # split-K only where the tiles alone cannot fill the SMs, with at least two k-blocks a slice
+        assert cfg.pair_axis == PAIR_NONE, where
+        assert math.ceil(m / cfg.block_m) * math.ceil(n / cfg.block_n) < num_sms, where
+        assert math.ceil(k / 128) >= 2 * cfg.split_k, where
 
     est = h.estimate(cfg, m, n, k)
     assert est.waves == kernel_waves(cfg, m, n, k), where

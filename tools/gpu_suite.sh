@@ -2,13 +2,13 @@
 # Everything the GPU machine should do in one call: environment, precompile, runtime and GEMM
 # correctness, the peer benchmark, a config sweep. Full logs under $OUT, a short summary last.
 # Usage (on the device, from the repo root): bash tools/gpu_suite.sh [steps...]
-# Steps: env precompile runtime gemm grouped host bench sweep (default: all). Each step has its own time limit.
+# Steps: env clusters precompile runtime gemm grouped host bench sweep (default: all). Each step has its own time limit.
 set -u
 OUT=${OUT:-/tmp/dg_out}
 mkdir -p "$OUT"
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1 DG_JIT_CACHE_DIR=${DG_JIT_CACHE_DIR:-/tmp/dg_cache}
 : > "$OUT/summary.txt"
-steps=${*:-env precompile runtime gemm grouped host bench sweep}
+steps=${*:-env clusters precompile runtime gemm grouped host bench sweep}
 
 run_step() {
     local name=$1 limit=$2; shift 2
@@ -21,6 +21,7 @@ run_step() {
 for s in $steps; do
     case $s in
         env) run_step env 60 bash -c 'nvidia-smi; python3 -m deep_gemm info; python3 -c "import torch, triton; print(torch.__version__, triton.__version__)"' ;;
+        clusters) run_step clusters 60 python3 tools/cluster_capacity.py ;;
         precompile) run_step precompile 180 python3 -m deep_gemm precompile ;;
         runtime) run_step runtime 120 python3 -m pytest -q -s -p no:cacheprovider --timeout=60 -rf tests/test_gpu_runtime.py ;;
         gemm) run_step gemm ${GEMM_LIMIT:-240} python3 -m pytest -q -p no:cacheprovider --timeout=60 --maxfail=${GEMM_MAXFAIL:-15} -rf tests/test_gpu_fp8_gemm.py ;;

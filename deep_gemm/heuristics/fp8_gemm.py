@@ -9,16 +9,24 @@ Model (all per SM, in cycles at a nominal clock):
     ceil(tiles / CTAs) tile-times: the wave count and the last wave's fill are what the block
     sizes trade against per-tile efficiency.
   * Whatever the tiling, the whole problem must cross HBM once: a floor of unique bytes / HBM rate.
+  * A k-block also has a latency floor (barrier round trip, wgmma issue to retire, promotion) that
+    matters when tiles are thin: the small-M (decode) shapes are bound by it and by HBM, not by
+    the tensor cores.
+  * Split-K (problems with fewer tiles than SMs): a cluster of S CTAs shares a tile, each runs
+    ceil(kb / S) k-blocks, then they reduce the FP32 partials through distributed shared memory
+    (a fixed cost plus BM*BN*4 bytes read per CTA). Clusters larger than 2 must fit in one GPC, so
+    fewer of them are resident than SMs / S (CLUSTER_CAPACITY, measured).
 The config with the smallest predicted time wins; ties go to fewer bytes moved, then larger tiles.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import math
 
-from ..kernels.fp8_gemm import (BLOCK_K, EPI_TMA_STORE, KIND_DENSE, MAX_ACCUMULATOR_FLOATS, MAX_SMEM, PAIR_M, PAIR_N,
-                                PAIR_NONE, Fp8GemmConfig, valid_block_n)
+from ..kernels.fp8_gemm import (BLOCK_K, EPI_TMA_STORE, KIND_DENSE, KIND_MASKED, MAX_ACCUMULATOR_FLOATS, MAX_SMEM,
+                                PAIR_M, PAIR_N, PAIR_NONE, Fp8GemmConfig, valid_block_n)
 
 FLOPS_PER_CYCLE = 8192          # dense FP8 wgmma per SM per cycle (1979 TFLOP/s / 132 SMs / 1.83 GHz)
 L2_BYTES_PER_CYCLE = 40.0       # L2 -> SM operand bandwidth per SM (about 10 TB/s over 132 SMs)
@@ -28,6 +36,13 @@ PIPELINED_EFFICIENCY_LOSS = 1.1
 SERIAL_EFFICIENCY_LOSS = 1.3
 N_EFF = 0             # wgmma efficiency BN / (BN + N_EFF): narrow tiles re-read A from shared memory more
 M128_PENALTY = 1.0    # two m64 slices per warpgroup read B twice per k-block
+KBLOCK_LATENCY_CYCLES = 300    # floor per k-block of one CTA, however thin the tile
+SPLIT_REDUCE_CYCLES = 1500     # split-K: fence, cluster barrier round trip, partial tile store
+DSMEM_BYTES_PER_CYCLE = 32.0   # split-K: partial reads through distributed shared memory, per SM
+# Resident clusters of each size on a full H100/H200 (132 SMs), from cuOccupancyMaxActiveClusters;
+# other SM counts scale it.
+CLUSTER_CAPACITY = {1: 132, 2: 66, 3: 40, 4: 32, 5: 24, 6: 20, 7: 16, 8: 16}
+MAX_SPLIT_K = 8
 MAX_STAGES = 8
 MIN_STAGES = 3
 
@@ -50,18 +65,27 @@ def stages_that_fit(cfg: Fp8GemmConfig, k: int) -> int:
     return 0
 
 
+def resident_clusters(num_sms: int, cluster: int) -> int:
+    """Clusters of `cluster` CTAs (one per SM) that can run at once on `num_sms` SMs."""
+    full = CLUSTER_CAPACITY.get(cluster, 132 // cluster)
+    return max(1, min(num_sms // cluster, full * num_sms // 132))
+
+
 def estimate(cfg: Fp8GemmConfig, m: int, n: int, k: int, groups: int = 1) -> Estimate:
     """`groups` independent problems of m x n x k (masked grouped GEMM: m = rows per expert)."""
-    bm, bn = cfg.block_m, cfg.block_n
+    bm, bn, split = cfg.block_m, cfg.block_n, cfg.split_k
     mb, nb = math.ceil(m / bm), math.ceil(n / bn)
     if cfg.pair_axis == PAIR_M:
         mb = 2 * math.ceil(mb / 2)
     elif cfg.pair_axis == PAIR_N:
         nb = 2 * math.ceil(nb / 2)
     tiles = mb * nb * groups
-    ctas = min(cfg.num_sms, tiles)
+    # One tile per CTA at a time, or per cluster of `split` CTAs.
+    slots = resident_clusters(cfg.num_sms, split) if split > 1 else cfg.num_sms
+    ctas = min(slots, tiles)
     waves = math.ceil(tiles / ctas)
     kb = math.ceil(k / BLOCK_K)
+    kb_per_cta = math.ceil(kb / split)
     a_bytes, b_bytes = bm * BLOCK_K, bn * BLOCK_K
     if cfg.pair_axis == PAIR_M:
         b_bytes /= 2
@@ -77,7 +101,9 @@ def estimate(cfg: Fp8GemmConfig, m: int, n: int, k: int, groups: int = 1) -> Est
     if cfg.wg_m > 64:
         compute *= M128_PENALTY
     load = (a_bytes + b_bytes + bm * 4) / L2_BYTES_PER_CYCLE
-    tile_cycles = kb * max(compute, load) + TILE_OVERHEAD_CYCLES
+    tile_cycles = kb_per_cta * max(compute, load, KBLOCK_LATENCY_CYCLES) + TILE_OVERHEAD_CYCLES
+    if split > 1:
+        tile_cycles += SPLIT_REDUCE_CYCLES + bm * bn * 4 / DSMEM_BYTES_PER_CYCLE
     unique_bytes = groups * (m * k + n * k + m * n * cfg.out_bytes)
     cycles = max(waves * tile_cycles, unique_bytes / HBM_BYTES_PER_CYCLE)
     fill = (tiles - (waves - 1) * ctas) / ctas
@@ -95,6 +121,9 @@ def candidates(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms: in
     """Every config the kernel can run for this problem, with the most stages that fit. For the
     grouped kinds, m is the total row count (masked: experts x expected rows per expert); their
     experts are 128-row aligned, so block_m divides 128, and pairs share an expert (N pairs only)."""
+    kb = math.ceil(k / BLOCK_K)
+    # Split-K runs the dense and masked kinds (masked: m is the expected total, tiles per expert).
+    splits = range(1, MAX_SPLIT_K + 1) if kind in (KIND_DENSE, KIND_MASKED) and num_sms >= 2 else (1,)
     for bm in ((64, 128, 256) if kind == KIND_DENSE else (64, 128)):
         wg = 1 if bm == 64 else 2
         for bn in BLOCK_NS:
@@ -105,10 +134,13 @@ def candidates(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms: in
                     continue
                 if pair != PAIR_NONE and num_sms % 2:
                     continue
-                for pipelined in (True, False):
-                    cfg = Fp8GemmConfig(bm, bn, 1, wg, pair, out_f32, epilogue, pipelined, kind, num_sms=num_sms)
+                for pipelined, split in itertools.product((True, False), splits if pair == PAIR_NONE else (1,)):
+                    cfg = Fp8GemmConfig(bm, bn, 1, wg, pair, out_f32, epilogue, pipelined, kind, split_k=split,
+                                        num_sms=num_sms)
                     if cfg.accumulator_floats() > MAX_ACCUMULATOR_FLOATS:
                         continue
+                    if split > 1 and (math.ceil(m / bm) * math.ceil(n / bn) >= num_sms or kb < 2 * split):
+                        continue   # enough tiles already, or slices of under two k-blocks
                     stages = stages_that_fit(cfg, k)
                     if stages < MIN_STAGES:
                         continue
@@ -158,7 +190,7 @@ def describe(cfg: Fp8GemmConfig, m: int, n: int, k: int) -> str:
     pair = {PAIR_NONE: "none", PAIR_M: "B shared by M pairs", PAIR_N: "A shared by N pairs"}[cfg.pair_axis]
     return (f"M={m} N={n} K={k}: block {cfg.block_m}x{cfg.block_n}, {cfg.stages} stages, {cfg.num_math_wg} math WG, "
             f"{'pipelined' if cfg.pipelined else 'serial'} promotion, "
-            f"multicast {pair}, raster group {cfg.raster_group}, {est.waves} waves (last {est.last_wave_fill:.0%} full), "
+            f"multicast {pair}, split-K {cfg.split_k}, raster group {cfg.raster_group}, {est.waves} waves (last {est.last_wave_fill:.0%} full), "
             f"predicted {est.cycles / 1.83e3:.1f} us")
 
 

@@ -129,6 +129,12 @@ class Launcher:
         self._success = d.CUresult.CUDA_SUCCESS
         self._streams: dict[int, object] = {}   # stream handle wrappers, built once per stream
 
+    def max_active_clusters(self) -> int:
+        """How many clusters of this launch can be resident at once (clusters must fit in one GPC,
+        so for sizes above 2 this is less than SMs / cluster size)."""
+        n = check(driver().cuOccupancyMaxActiveClusters(self.func, self.config), "cuOccupancyMaxActiveClusters")
+        return int(n)
+
     def __call__(self, params: ctypes.Structure, stream: int) -> None:
         # cuLaunchKernelEx copies the parameter bytes before returning, so `params` may be reused.
         args = (ctypes.c_void_p * 1)(ctypes.addressof(params))

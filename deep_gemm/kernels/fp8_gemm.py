@@ -58,6 +58,9 @@ class Fp8GemmConfig:
     # double-buffered temporary accumulator: the next k-block's wgmmas overlap this one's promotion
     pipelined: bool = False
     kind: int = KIND_DENSE
+    # CTAs of a cluster that share one tile, each computing a slice of K (1 = no split); their FP32
+    # partial tiles are summed in rank order through distributed shared memory
+    split_k: int = 1
     # run-time parameters (not template arguments)
     raster_group: int = 8
     num_sms: int = 132
@@ -69,7 +72,7 @@ class Fp8GemmConfig:
 
     @property
     def cluster(self) -> int:
-        return 1 if self.pair_axis == PAIR_NONE else 2
+        return self.split_k if self.pair_axis == PAIR_NONE else 2
 
     @property
     def num_threads(self) -> int:
@@ -77,7 +80,7 @@ class Fp8GemmConfig:
 
     @property
     def tma_epilogue(self) -> bool:
-        return self.epilogue in (EPI_TMA_STORE, EPI_TMA_REDUCE)
+        return self.split_k == 1 and self.epilogue in (EPI_TMA_STORE, EPI_TMA_REDUCE)
 
     @property
     def out_bytes(self) -> int:
@@ -90,7 +93,9 @@ class Fp8GemmConfig:
     def fixed_smem_bytes(self) -> int:
         stage = self.block_m * BLOCK_K + self.block_n * BLOCK_K
         d = self.block_m * self.block_n * self.out_bytes if self.tma_epilogue else 0
-        return self.stages * stage + d + self.stages * self.block_m * 4 + 2 * self.stages * 8
+        partial = self.block_m * (self.block_n + 4) * 4 if self.split_k > 1 else 0
+        bars = 2 * self.stages + (2 if self.split_k > 1 else 0)
+        return self.stages * stage + d + self.stages * self.block_m * 4 + partial + bars * 8
 
     def smem_bytes(self, k: int) -> int:
         num_k_blocks = -(-k // BLOCK_K)
@@ -99,13 +104,14 @@ class Fp8GemmConfig:
     def template_args(self) -> str:
         return (f"{self.block_m}, {self.block_n}, {self.stages}, {self.num_math_wg}, {self.pair_axis}, "
                 f"{'true' if self.out_f32 else 'false'}, {self.epilogue}, {'true' if self.pipelined else 'false'}, "
-                f"{self.kind}")
+                f"{self.kind}, {self.split_k}")
 
     def kernel_name(self) -> str:
         """Unique per compiled kernel (run-time fields excluded)."""
         return (f"fp8_gemm_m{self.block_m}_n{self.block_n}_s{self.stages}_wg{self.num_math_wg}_p{self.pair_axis}_"
                 f"{'f32' if self.out_f32 else 'bf16'}_e{self.epilogue}{'_pp' if self.pipelined else ''}"
-                f"{'' if self.kind == KIND_DENSE else f'_g{self.kind}'}")
+                f"{'' if self.kind == KIND_DENSE else f'_g{self.kind}'}"
+                f"{'' if self.split_k == 1 else f'_k{self.split_k}'}")
 
     def check(self) -> None:
         """Raises ValueError for configs the kernel cannot run (mirrors its static_asserts)."""
@@ -125,12 +131,17 @@ class Fp8GemmConfig:
             problems.append("accumulating epilogues need FP32 output")
         if self.stages < (3 if self.pipelined else 1):
             problems.append(f"stages must be >= {3 if self.pipelined else 1}")
-        if self.num_sms < self.cluster or self.num_sms % self.cluster:
-            problems.append(f"num_sms={self.num_sms} must be a positive multiple of the cluster size {self.cluster}")
+        if self.num_sms < self.cluster or (self.pair_axis != PAIR_NONE and self.num_sms % 2):
+            problems.append(f"num_sms={self.num_sms} must be at least the cluster size {self.cluster} "
+                            f"(and even with multicast pairs)")
         if self.kind != KIND_DENSE and (self.pair_axis == PAIR_M or 128 % self.block_m):
             problems.append("grouped GEMMs need block_m dividing 128 (experts are 128-row aligned) and no M pairing")
         if self.kind == KIND_MASKED and self.epilogue not in (EPI_TMA_STORE, EPI_DIRECT):
             problems.append("masked grouped GEMMs store their output (no accumulation)")
+        if not 1 <= self.split_k <= 8:
+            problems.append(f"split_k={self.split_k} not in [1, 8] (a portable cluster has at most 8 CTAs)")
+        if self.split_k > 1 and (self.pair_axis != PAIR_NONE or self.kind == KIND_CONTIGUOUS):
+            problems.append("split-K runs without multicast pairs, for the dense and masked kinds")
         if self.accumulator_floats() > MAX_ACCUMULATOR_FLOATS:
             problems.append(f"{self.accumulator_floats()} accumulator registers per thread exceed the "
                             f"{MAX_ACCUMULATOR_FLOATS} that compile without spills")
@@ -169,6 +180,10 @@ class Fp8GemmPlan:
         kernel = runtime.get_kernel(config.kernel_name(), config.source(), config.kernel_expr())
         func = kernel.function(device, smem)
         clusters = config.num_sms // config.cluster
+        if config.cluster > 2:
+            # Persistent clusters beyond what can be resident would run as a second wave.
+            probe = runtime.Launcher(func, clusters * config.cluster, config.num_threads, smem, config.cluster)
+            clusters = max(1, min(clusters, probe.max_active_clusters()))
         if config.kind != KIND_MASKED:   # the masked kind's tile count lives on the device
             clusters = min(clusters, self.num_tile_units())
         self.grid = max(clusters, 1) * config.cluster

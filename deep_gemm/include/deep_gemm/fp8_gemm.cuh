@@ -9,6 +9,12 @@
 // accumulator, waits, and promotes it into the FP32 result with both scales (the two-level
 // accumulation that keeps FP8 accurate). With a 2-CTA cluster, the operand the pair shares is
 // split in halves, each CTA loads one half and multicasts it to both.
+//
+// Split-K (small problems that make fewer tiles than SMs): a cluster of SPLIT_K CTAs shares one
+// tile, each CTA accumulates one contiguous slice of the K blocks, writes its FP32 partial tile
+// to its own shared memory, and every CTA then sums one slice of the tile's elements over all
+// partials, read through distributed shared memory in rank order 0..SPLIT_K-1. The order is
+// fixed, so results are bitwise reproducible, and no global workspace or counter is involved.
 #pragma once
 #include <deep_gemm/ptx.cuh>
 #include <deep_gemm/scheduler.cuh>
@@ -42,17 +48,24 @@ enum Epilogue : u32 {
 };
 
 template <u32 BLOCK_M, u32 BLOCK_N, u32 STAGES, u32 NUM_MATH_WG, u32 PAIR_AXIS, bool OUT_F32, u32 EPILOGUE,
-          bool PIPELINED, u32 KIND>
+          bool PIPELINED, u32 KIND, u32 SPLIT_K>
 struct Fp8GemmConfig {
     static constexpr u32 BLOCK_K = 128;
-    static constexpr u32 CLUSTER = PAIR_AXIS == 0 ? 1 : 2;
+    static constexpr u32 CLUSTER = PAIR_AXIS != 0 ? 2 : SPLIT_K;
+    static constexpr u32 MULTICAST_CTAS = PAIR_AXIS != 0 ? 2 : 1;   // CTAs that read each stage
     static constexpr u32 WG_M = BLOCK_M / NUM_MATH_WG;       // rows per math warpgroup
     static constexpr u32 M64_PER_WG = WG_M / 64;
     static constexpr u32 NUM_MATH_THREADS = NUM_MATH_WG * 128;
     static constexpr u32 NUM_THREADS = NUM_MATH_THREADS + 128;
     static constexpr u32 OUT_BYTES = OUT_F32 ? 4 : 2;
     static constexpr u32 CHUNK = 16 / OUT_BYTES;             // output elements per 16-byte TMA row
-    static constexpr bool TMA_EPILOGUE = EPILOGUE == kEpilogueTmaStore || EPILOGUE == kEpilogueTmaReduce;
+    // Split-K tiles leave through the cross-CTA reduction, which stores directly.
+    static constexpr bool TMA_EPILOGUE =
+        SPLIT_K == 1 && (EPILOGUE == kEpilogueTmaStore || EPILOGUE == kEpilogueTmaReduce);
+    static constexpr bool ACCUMULATE = EPILOGUE == kEpilogueTmaReduce || EPILOGUE == kEpilogueDirectAccumulate;
+    // Row stride of the split-K partial tile, padded by 16 bytes so the accumulator fragment
+    // stores of one warp (8 rows) do not all hit the same banks.
+    static constexpr u32 PART_LD = BLOCK_N + 4;
 
     static constexpr u32 A_STAGE_BYTES = BLOCK_M * BLOCK_K;
     static constexpr u32 B_STAGE_BYTES = BLOCK_N * BLOCK_K;
@@ -66,11 +79,18 @@ struct Fp8GemmConfig {
     static constexpr u32 OFF_B = OFF_A + STAGES * A_STAGE_BYTES;
     static constexpr u32 OFF_D = OFF_B + STAGES * B_STAGE_BYTES;
     static constexpr u32 OFF_SFA = OFF_D + NUM_MATH_WG * D_WG_BYTES;
-    static constexpr u32 OFF_BARS = OFF_SFA + STAGES * SFA_STAGE_BYTES;
-    static constexpr u32 OFF_SFB = OFF_BARS + 2 * STAGES * 8;
+    static constexpr u32 OFF_PART = OFF_SFA + STAGES * SFA_STAGE_BYTES;
+    static constexpr u32 PART_BYTES = SPLIT_K > 1 ? BLOCK_M * PART_LD * 4 : 0;
+    // full[STAGES], empty[STAGES], then split-K's partial-ready and partial-free barriers
+    static constexpr u32 OFF_BARS = OFF_PART + PART_BYTES;
+    static constexpr u32 NUM_BARS = 2 * STAGES + (SPLIT_K > 1 ? 2 : 0);
+    static constexpr u32 OFF_SFB = OFF_BARS + NUM_BARS * 8;
     // Bytes before the sfb region; the host adds NUM_MATH_WG * 4 * ceil(K/128) * 4 (two buffers of two
     // scale rows per math warpgroup) and 1024 of alignment slack.
     static constexpr u32 FIXED_SMEM_BYTES = OFF_SFB;
+
+    static constexpr u32 BM = BLOCK_M, BN = BLOCK_N, SPLIT = SPLIT_K;
+    static constexpr bool MASKED = KIND == kGemmGroupedMasked, FP32_OUT = OUT_F32;
 
     static constexpr u32 PRODUCER_REGS = 40;
     static constexpr u32 MATH_REGS = NUM_MATH_WG == 1 ? 240 : 232;
@@ -90,13 +110,113 @@ struct Fp8GemmConfig {
                   "masked grouped GEMMs store their output (no accumulation)");
     static_assert(!(EPILOGUE == kEpilogueTmaReduce || EPILOGUE == kEpilogueDirectAccumulate) || OUT_F32,
                   "accumulating into D needs FP32 output");
+    static_assert(SPLIT_K >= 1 && SPLIT_K <= 8, "split-K clusters have 1 to 8 CTAs (the portable cluster size)");
+    static_assert(SPLIT_K == 1 || (PAIR_AXIS == 0 && KIND != kGemmGroupedContiguous),
+                  "split-K: dense or masked kinds, without multicast pairs");
 };
 
+// Named barrier of all math threads of a CTA (ids 1 and 2 are the per-warpgroup barriers).
+constexpr u32 kMathBarrierId = 3;
+
+// Stores four consecutive output elements of row `row` starting at column `col` (a multiple of
+// 4), clipped at N; adds them to what D holds when the epilogue accumulates.
+template <typename Cfg>
+DG_DEVICE void store_quad(const Fp8GemmParams& p, u32 row, u32 col, u32 expert, float4 v, bool vector_ok) {
+    const u64 idx = (static_cast<u64>(Cfg::MASKED ? expert * p.m : 0u) + row) * p.ldd + col;
+    const float vals[4] = {v.x, v.y, v.z, v.w};
+    if constexpr (Cfg::FP32_OUT) {
+        float* d = static_cast<float*>(p.d) + idx;
+        if (vector_ok && col + 4 <= p.n) {
+            float4 out = v;
+            if constexpr (Cfg::ACCUMULATE) {
+                const float4 old = *reinterpret_cast<const float4*>(d);
+                out = make_float4(old.x + v.x, old.y + v.y, old.z + v.z, old.w + v.w);
+            }
+            *reinterpret_cast<float4*>(d) = out;
+        } else {
+            #pragma unroll
+            for (u32 e = 0; e < 4; ++e)
+                if (col + e < p.n) d[e] = Cfg::ACCUMULATE ? d[e] + vals[e] : vals[e];
+        }
+    } else {
+        u16* d = static_cast<u16*>(p.d) + idx;
+        if (vector_ok && col + 4 <= p.n) {
+            *reinterpret_cast<uint2*>(d) = make_uint2(pack_bf16x2(v.x, v.y), pack_bf16x2(v.z, v.w));
+        } else {
+            #pragma unroll
+            for (u32 e = 0; e < 4; ++e)
+                if (col + e < p.n) d[e] = static_cast<u16>(pack_bf16x2(vals[e], 0.0f) & 0xFFFFu);
+        }
+    }
+}
+
+// Split-K epilogue, run by all math threads of every CTA of the cluster: publish this CTA's
+// partial tile in its shared memory, then sum one slice of the tile over all CTAs' partials in
+// rank order (bitwise reproducible) and store it. `phase` is the parity of this CTA's tile count.
+template <typename Cfg, u32 M64, u32 NUM_ACC>
+DG_DEVICE void reduce_split_k_tile(const Fp8GemmParams& p, u8* smem, const float (&acc)[M64][NUM_ACC],
+                                   u64* ready_bar, u64* free_bar, u32 phase, u32 m0, u32 n0,
+                                   u32 expert) {
+    constexpr u32 BN = Cfg::BN, SPLIT = Cfg::SPLIT, LD = Cfg::PART_LD, NUM_THREADS = Cfg::NUM_MATH_THREADS;
+    const u32 tid = threadIdx.x, wg_thread = tid % 128, warp = wg_thread / 32, lane = tid % 32;
+    const u32 rank = cluster_cta_rank();
+    const u32 part_addr = smem_u32(smem + Cfg::OFF_PART);   // [BLOCK_M][PART_LD] floats
+
+    // The other CTAs must be done reading this CTA's previous partial tile (on the first tile the
+    // wait for the phase before the barrier's first one returns at once).
+    mbar_wait(free_bar, phase ^ 1);
+    #pragma unroll
+    for (u32 mi = 0; mi < M64; ++mi) {
+        const u32 row = (tid / 128) * Cfg::WG_M + mi * 64 + warp * 16 + lane / 4;
+        const u32 base = part_addr + (row * LD + (lane % 4) * 2) * 4;
+        #pragma unroll
+        for (u32 j = 0; j < BN / 8; ++j) {
+            st_shared_f32x2(base + j * 32, acc[mi][j * 4 + 0], acc[mi][j * 4 + 1]);
+            st_shared_f32x2(base + j * 32 + 8 * LD * 4, acc[mi][j * 4 + 2], acc[mi][j * 4 + 3]);
+        }
+    }
+    named_barrier_sync(kMathBarrierId, NUM_THREADS);
+    if (tid == 0) {
+        // One cluster-scope fence publishes the whole CTA's partial tile (ordered before it by
+        // bar.sync) ahead of all the arrives.
+        fence_acq_rel_cluster();
+        #pragma unroll
+        for (u32 r = 0; r < SPLIT; ++r) mbar_arrive_cluster(ready_bar, r);
+    }
+    mbar_wait_cluster(ready_bar, phase);
+
+    // Rank r owns quads [r * PER_RANK, (r + 1) * PER_RANK) of the row-major tile (4 floats each).
+    constexpr u32 QUADS_PER_ROW = BN / 4, QUADS = Cfg::BM * QUADS_PER_ROW;
+    constexpr u32 PER_RANK = (QUADS + SPLIT - 1) / SPLIT;
+    const u32 q_end = min((rank + 1) * PER_RANK, QUADS);
+    const bool vector_ok = (reinterpret_cast<u64>(p.d) | (static_cast<u64>(p.ldd) * (Cfg::FP32_OUT ? 4 : 2))) %
+                           (Cfg::FP32_OUT ? 16 : 8) == 0;
+    for (u32 q = rank * PER_RANK + tid; q < q_end; q += NUM_THREADS) {
+        const u32 row = q / QUADS_PER_ROW, col = (q % QUADS_PER_ROW) * 4;
+        if (m0 + row >= p.m) continue;   // past M (masked: past the expert's M_max rows)
+        const u32 addr = part_addr + (row * LD + col) * 4;
+        float4 sum = ld_dsmem_f32x4(map_to_cta(addr, 0));
+        #pragma unroll
+        for (u32 r = 1; r < SPLIT; ++r) {
+            const float4 v = ld_dsmem_f32x4(map_to_cta(addr, r));
+            sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
+        }
+        store_quad<Cfg>(p, m0 + row, n0 + col, expert, sum, vector_ok);
+    }
+    // Every read of the other CTAs' partial tiles has returned (its value is stored).
+    named_barrier_sync(kMathBarrierId, NUM_THREADS);
+    if (tid == 0) {
+        #pragma unroll
+        for (u32 r = 0; r < SPLIT; ++r) mbar_arrive_cluster(free_bar, r);
+    }
+}
+
 template <u32 BLOCK_M, u32 BLOCK_N, u32 STAGES, u32 NUM_MATH_WG, u32 PAIR_AXIS, bool OUT_F32, u32 EPILOGUE,
-          bool PIPELINED, u32 KIND>
+          bool PIPELINED, u32 KIND, u32 SPLIT_K>
 __global__ void __launch_bounds__((NUM_MATH_WG + 1) * 128, 1)
 fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
-    using Cfg = Fp8GemmConfig<BLOCK_M, BLOCK_N, STAGES, NUM_MATH_WG, PAIR_AXIS, OUT_F32, EPILOGUE, PIPELINED, KIND>;
+    using Cfg = Fp8GemmConfig<BLOCK_M, BLOCK_N, STAGES, NUM_MATH_WG, PAIR_AXIS, OUT_F32, EPILOGUE, PIPELINED, KIND,
+                              SPLIT_K>;
     constexpr bool MASKED = KIND == kGemmGroupedMasked;
     constexpr u32 BLOCK_K = Cfg::BLOCK_K;
     constexpr u32 CLUSTER = Cfg::CLUSTER;
@@ -106,6 +226,8 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
     u8* smem = smem_raw + ((1024 - (smem_u32(smem_raw) & 1023)) & 1023);
     u64* full_bars = reinterpret_cast<u64*>(smem + Cfg::OFF_BARS);
     u64* empty_bars = full_bars + STAGES;
+    u64* part_ready_bar = empty_bars + STAGES;   // split-K: all partial tiles of the cluster written
+    u64* part_free_bar = part_ready_bar + 1;     // split-K: every CTA has read this CTA's partial tile
 
     const u32 num_k_blocks = ceil_div(p.k, BLOCK_K);
     const u32 warpgroup = threadIdx.x / 128;
@@ -119,19 +241,35 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
             mbar_init(&full_bars[s], 1);
             // Every math warp of every CTA in the cluster releases a stage, since the multicast
             // half that this CTA loads lands in its partner's ring too.
-            mbar_init(&empty_bars[s], NUM_MATH_WG * 4 * CLUSTER);
+            mbar_init(&empty_bars[s], NUM_MATH_WG * 4 * Cfg::MULTICAST_CTAS);
+        }
+        if constexpr (SPLIT_K > 1) {
+            mbar_init(part_ready_bar, SPLIT_K);
+            mbar_init(part_free_bar, SPLIT_K);
         }
         fence_mbar_init();
     }
     if constexpr (CLUSTER > 1) cluster_sync(); else __syncthreads();
 
-    TileScheduler<BLOCK_M, BLOCK_N, PAIR_AXIS, KIND> scheduler(p.m, p.n, p.raster_group, p.grouped_layout,
-                                                                p.num_groups, p.m);
+    // Each role builds its own scheduler after setmaxnreg: state live across the register
+    // reallocation gets spilled by ptxas.
+    using Scheduler = TileScheduler<BLOCK_M, BLOCK_N, PAIR_AXIS, KIND, SPLIT_K>;
+    // This CTA's slice [begin, end) of the K blocks (all of them without split-K); a slice may be
+    // empty. Recomputed where used from the rank register and the parameters: kept live across
+    // the main loop, the two bounds made the pipelined loop spill.
+    auto k_slice_begin = [&]() -> u32 {
+        return SPLIT_K == 1 ? 0u : min(cluster_cta_rank() * ceil_div(num_k_blocks, SPLIT_K), num_k_blocks);
+    };
+    auto k_slice_end = [&]() -> u32 {
+        return SPLIT_K == 1 ? num_k_blocks
+                            : min((cluster_cta_rank() + 1) * ceil_div(num_k_blocks, SPLIT_K), num_k_blocks);
+    };
 
     if (warpgroup == NUM_MATH_WG) {
         // ---------------------------------------------------------------- producer
         warpgroup_release_registers<Cfg::PRODUCER_REGS>();
         if (threadIdx.x == Cfg::NUM_MATH_THREADS) {
+            Scheduler scheduler(p.m, p.n, p.raster_group, p.grouped_layout, p.num_groups, p.m);
             const u32 rank = scheduler.rank;
             u32 iter = 0, m_block, n_block, expert;
             while (scheduler.next(m_block, n_block, expert)) {
@@ -140,7 +278,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 // feed output columns the store clips.
                 const i32 b_row0 = KIND == kGemmDense ? n0 : static_cast<i32>(expert * p.n) + n0;
                 #pragma unroll 1
-                for (u32 kb = 0; kb < num_k_blocks; ++kb, ++iter) {
+                for (u32 kb = k_slice_begin(), kb_end = k_slice_end(); kb < kb_end; ++kb, ++iter) {
                     const u32 s = iter % STAGES, phase = (iter / STAGES) & 1;
                     mbar_wait(&empty_bars[s], phase ^ 1);
                     mbar_arrive_expect_tx(&full_bars[s], Cfg::STAGE_TX_BYTES);
@@ -234,11 +372,11 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
             }
             __syncwarp();
             if (lane == 0) {
-                if constexpr (CLUSTER == 1) {
+                if constexpr (Cfg::MULTICAST_CTAS == 1) {
                     mbar_arrive(&empty_bars[s]);
                 } else {
                     #pragma unroll
-                    for (u32 r = 0; r < CLUSTER; ++r) mbar_arrive_cluster(&empty_bars[s], r);
+                    for (u32 r = 0; r < Cfg::MULTICAST_CTAS; ++r) mbar_arrive_cluster(&empty_bars[s], r);
                 }
             }
             #pragma unroll
@@ -259,7 +397,8 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
         auto wait_full = [&](u32 it) { mbar_wait(&full_bars[it % STAGES], (it / STAGES) & 1); };
         using Buf0 = IntConst<0>;
 
-        u32 buf = 0, expert;
+        u32 buf = 0, expert;   // buf: parity of this CTA's tile count
+        Scheduler scheduler(p.m, p.n, p.raster_group, p.grouped_layout, p.num_groups, p.m);
         bool has_tile = scheduler.next(m_block, n_block, expert);
         if (has_tile) prefetch_sfb(n_block, expert, sfb_base);
         while (has_tile) {
@@ -280,14 +419,14 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 #pragma unroll
                 for (u32 i = 0; i < NUM_ACC; ++i) acc[mi][i] = 0.0f;
 
-            u32 kb = 0;
+            u32 kb = k_slice_begin();
             if constexpr (PIPELINED) {
                 // Groups of four k-blocks alternating two temporary buffers: buffer indices are
                 // compile-time constants, there is no run-time branch between a wgmma and the wait
                 // that retires it, and none is in flight across the back edge (otherwise ptxas
                 // serializes every wgmma). Three of four promotions overlap the next wgmmas.
                 #pragma unroll 1
-                for (; kb + 4 <= num_k_blocks; kb += 4) {
+                for (; kb + 4 <= k_slice_end(); kb += 4) {
                     wait_full(iter);
                     issue(iter % STAGES, Buf0{});
                     auto step = [&](auto j) {
@@ -312,7 +451,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 // Unrolling this loop (which ptxas likes to do when STAGES is a power of two)
                 // multiplies the live accumulators and spills.
                 #pragma unroll 1
-                for (; kb < num_k_blocks; ++kb, ++iter) {
+                for (; kb < k_slice_end(); ++kb, ++iter) {
                     wait_full(iter);
                     issue(iter % STAGES, Buf0{});
                     wgmma_wait<0>();
@@ -322,7 +461,10 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
 
             // ------------------------------------------------------------ epilogue
             const u32 wg_row0 = m0 + warpgroup * Cfg::WG_M;
-            if constexpr (Cfg::TMA_EPILOGUE) {
+            if constexpr (SPLIT_K > 1) {
+                reduce_split_k_tile<Cfg, M64, NUM_ACC>(p, smem, acc, part_ready_bar, part_free_bar, buf,
+                                         m0, n0, expert);
+            } else if constexpr (Cfg::TMA_EPILOGUE) {
                 // Staging layout per warpgroup: [BLOCK_N / CHUNK][WG_M][CHUNK], i.e. 16-byte rows, so
                 // the 8 rows a warp writes at once fall into 8 distinct 16-byte bank groups.
                 u8* d_smem = smem + Cfg::OFF_D + warpgroup * Cfg::D_WG_BYTES;

@@ -73,6 +73,10 @@ DG_DEVICE void mbar_arrive_cluster(u64* bar, u32 cta_rank) {
                  :: "r"(map_to_cta(smem_u32(bar), cta_rank)) : "memory");
 }
 
+// Orders this thread's earlier memory accesses, and those it has observed, before its later ones
+// at cluster scope. A GPU-wide MEMBAR in SASS: once per tile, never per k-block.
+DG_DEVICE void fence_acq_rel_cluster() { asm volatile("fence.acq_rel.cluster;" ::: "memory"); }
+
 DG_DEVICE void mbar_arrive_expect_tx(u64* bar, u32 bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" :: "r"(smem_u32(bar)), "r"(bytes) : "memory");
 }
@@ -84,6 +88,24 @@ DG_DEVICE void mbar_wait(u64* bar, u32 parity) {
         "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n\t"
         "@!done bra WAIT_%=;\n}"
         :: "r"(smem_u32(bar)), "r"(parity) : "memory");
+}
+
+// Waits for a phase and acquires, at cluster scope, what the arriving CTAs released.
+DG_DEVICE void mbar_wait_cluster(u64* bar, u32 parity) {
+    asm volatile(
+        "{\n\t.reg .pred done;\n"
+        "WAIT_%=:\n\t"
+        "mbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 done, [%0], %1;\n\t"
+        "@!done bra WAIT_%=;\n}"
+        :: "r"(smem_u32(bar)), "r"(parity) : "memory");
+}
+
+// 16 bytes from the shared memory of another CTA of the cluster (a shared::cluster address).
+DG_DEVICE float4 ld_dsmem_f32x4(u32 cluster_addr) {
+    float4 v;
+    asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
+                 : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(cluster_addr) : "memory");
+    return v;
 }
 
 // ---------------------------------------------------------------------------------------------

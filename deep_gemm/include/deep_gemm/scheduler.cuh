@@ -21,9 +21,13 @@ enum GemmKind : u32 {
 // kPairAxis says along which axis the two CTAs of a cluster sit: 0 = none (cluster of 1),
 // 1 = adjacent M blocks (they share the B tile), 2 = adjacent N blocks (they share the A tile).
 // The grouped kinds pair along N only: both CTAs of a pair then always share one expert.
-template <u32 kBlockM, u32 kBlockN, u32 kPairAxis, u32 kKind>
+// kSplitK > 1 (no pairing): the cluster's kSplitK CTAs all get the same tile, each computes one
+// slice of K, and the cluster reduces the partial tiles through distributed shared memory.
+template <u32 kBlockM, u32 kBlockN, u32 kPairAxis, u32 kKind, u32 kSplitK = 1>
 struct TileScheduler {
     static_assert(kKind == kGemmDense || kPairAxis != 1, "grouped GEMMs multicast along N only");
+    static_assert(kSplitK == 1 || kPairAxis == 0, "a cluster either pairs tiles or splits K, not both");
+    static constexpr u32 kClusterSize = kPairAxis != 0 ? 2 : kSplitK;
 
     u32 num_m_units, num_n_units, num_units;
     u32 group;        // N units per raster group
@@ -43,10 +47,9 @@ struct TileScheduler {
         num_m_units = kPairAxis == 1 ? ceil_div(m_blocks, 2u) : m_blocks;
         num_units = num_m_units * num_n_units;
         group = raster_group == 0 ? 1u : raster_group;
-        const u32 cluster_size = kPairAxis == 0 ? 1u : 2u;
-        rank = kPairAxis == 0 ? 0u : cluster_cta_rank();
-        unit = blockIdx.x / cluster_size;
-        stride = gridDim.x / cluster_size;
+        rank = kClusterSize == 1 ? 0u : cluster_cta_rank();
+        unit = blockIdx.x / kClusterSize;
+        stride = gridDim.x / kClusterSize;
         if constexpr (kKind == kGemmGroupedMasked) {
             cur_expert = 0;
             expert_first_unit = 0;

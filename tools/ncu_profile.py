@@ -1,0 +1,33 @@
+"""Runs fp8_gemm_nt on the given shapes so that Nsight Compute can profile one launch of each.
+
+    ncu --section SpeedOfLight ... --profile-from-start off -k regex:fp8_gemm \
+        python3 tools/ncu_profile.py 4096,7168,16384 64,2112,7168
+
+Only the second call of each shape (the first one compiles) runs inside cudaProfilerStart/Stop,
+so use --profile-from-start off."""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+import deep_gemm
+from deep_gemm.testing.inputs import fp8_gemm_inputs
+
+
+def main() -> None:
+    for arg in sys.argv[1:]:
+        m, n, k = (int(x) for x in arg.split(","))
+        _, _, a, b = fp8_gemm_inputs(m, n, k, mn_major_sfa=True)
+        d = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+        deep_gemm.fp8_gemm_nt(a, b, d)   # compile + warm
+        torch.cuda.synchronize()
+        torch.cuda.cudart().cudaProfilerStart()
+        deep_gemm.fp8_gemm_nt(a, b, d)
+        torch.cuda.synchronize()
+        torch.cuda.cudart().cudaProfilerStop()
+        print(f"profiled {m}x{n}x{k}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
