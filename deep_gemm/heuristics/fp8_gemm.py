@@ -29,19 +29,25 @@ from ..kernels.fp8_gemm import (BLOCK_K, EPI_TMA_STORE, KIND_DENSE, KIND_MASKED,
                                 PAIR_M, PAIR_N, PAIR_NONE, Fp8GemmConfig, valid_block_n)
 
 FLOPS_PER_CYCLE = 8192          # dense FP8 wgmma per SM per cycle (1979 TFLOP/s / 132 SMs / 1.83 GHz)
-L2_BYTES_PER_CYCLE = 40.0       # L2 -> SM operand bandwidth per SM (about 10 TB/s over 132 SMs)
-HBM_BYTES_PER_CYCLE = 3.0e12 / 1.83e9   # whole-chip copy bandwidth of an H100, per cycle
+L2_BYTES_PER_CYCLE = 48.0       # L2 -> SM operand bandwidth per SM
+# HBM rate a GEMM's weight stream reaches at decode sizes (H200: torch.amax reads 117 MB at
+# 2.7 TB/s, the best decode GEMM 3.0 TB/s; 4.1 TB/s only at 1 GB)
+HBM_BYTES_PER_CYCLE = 2.7e12 / 1.83e9
 TILE_OVERHEAD_CYCLES = 600      # epilogue staging + pipeline refill per tile (partly overlapped)
 PIPELINED_EFFICIENCY_LOSS = 1.1
 SERIAL_EFFICIENCY_LOSS = 1.3
 N_EFF = 0             # wgmma efficiency BN / (BN + N_EFF): narrow tiles re-read A from shared memory more
 M128_PENALTY = 1.0    # two m64 slices per warpgroup read B twice per k-block
-KBLOCK_LATENCY_CYCLES = 300    # floor per k-block of one CTA, however thin the tile
-SPLIT_REDUCE_CYCLES = 1500     # split-K: fence, cluster barrier round trip, partial tile store
+KBLOCK_LATENCY_CYCLES = 500    # floor per k-block of one CTA, however thin the tile
+PAIR_LATENCY_FACTOR = 1.15     # multicast pairs wait for both CTAs' consumers per stage
+SERIAL_LATENCY_FACTOR = 1.6    # serial promotion: the FFMAs are on every k-block's critical path
+LAUNCH_CYCLES = 6400           # launch, prologue, first loads and the last store (about 3.5 us)
+SPLIT_REDUCE_CYCLES = 3000     # split-K: fence, cluster barrier round trip, partial tile store
 DSMEM_BYTES_PER_CYCLE = 32.0   # split-K: partial reads through distributed shared memory, per SM
-# Resident clusters of each size on a full H100/H200 (132 SMs), from cuOccupancyMaxActiveClusters;
-# other SM counts scale it.
-CLUSTER_CAPACITY = {1: 132, 2: 66, 3: 40, 4: 32, 5: 24, 6: 20, 7: 16, 8: 16}
+# Resident clusters of each size on a full H200 (132 SMs), cuOccupancyMaxActiveClusters as
+# tools/cluster_capacity.py prints it; other SM counts scale it. The latency and split constants
+# above were fitted to the H200 sweeps in benchmarks/results (see benchmarks/NOTES.md).
+CLUSTER_CAPACITY = {1: 132, 2: 66, 3: 39, 4: 30, 5: 22, 6: 17, 7: 15, 8: 15}
 MAX_SPLIT_K = 8
 MAX_STAGES = 8
 MIN_STAGES = 3
@@ -101,11 +107,17 @@ def estimate(cfg: Fp8GemmConfig, m: int, n: int, k: int, groups: int = 1) -> Est
     if cfg.wg_m > 64:
         compute *= M128_PENALTY
     load = (a_bytes + b_bytes + bm * 4) / L2_BYTES_PER_CYCLE
-    tile_cycles = kb_per_cta * max(compute, load, KBLOCK_LATENCY_CYCLES) + TILE_OVERHEAD_CYCLES
+    latency = KBLOCK_LATENCY_CYCLES * (PAIR_LATENCY_FACTOR if cfg.pair_axis != PAIR_NONE else 1.0)
+    if not cfg.pipelined:
+        latency *= SERIAL_LATENCY_FACTOR   # the promotion is on the critical path of every k-block
+    tile_cycles = kb_per_cta * max(compute, load, latency) + TILE_OVERHEAD_CYCLES
     if split > 1:
         tile_cycles += SPLIT_REDUCE_CYCLES + bm * bn * 4 / DSMEM_BYTES_PER_CYCLE
     unique_bytes = groups * (m * k + n * k + m * n * cfg.out_bytes)
-    cycles = max(waves * tile_cycles, unique_bytes / HBM_BYTES_PER_CYCLE)
+    # The CTAs' own pace and the chip's HBM rate each bound the time; near the knee both cost,
+    # so they combine as a smooth maximum (a hard one ties every config under the HBM floor).
+    work, floor = waves * tile_cycles, unique_bytes / HBM_BYTES_PER_CYCLE
+    cycles = LAUNCH_CYCLES + (work ** 4 + floor ** 4) ** 0.25
     fill = (tiles - (waves - 1) * ctas) / ctas
     return Estimate(cfg, cycles, waves, fill, tiles * kb * (a_bytes + b_bytes))
 

@@ -191,16 +191,26 @@ DG_DEVICE void reduce_split_k_tile(const Fp8GemmParams& p, u8* smem, const float
     const u32 q_end = min((rank + 1) * PER_RANK, QUADS);
     const bool vector_ok = (reinterpret_cast<u64>(p.d) | (static_cast<u64>(p.ldd) * (Cfg::FP32_OUT ? 4 : 2))) %
                            (Cfg::FP32_OUT ? 16 : 8) == 0;
-    for (u32 q = rank * PER_RANK + tid; q < q_end; q += NUM_THREADS) {
-        const u32 row = q / QUADS_PER_ROW, col = (q % QUADS_PER_ROW) * 4;
-        if (m0 + row >= p.m) continue;   // past M (masked: past the expert's M_max rows)
-        const u32 addr = part_addr + (row * LD + col) * 4;
-        float4 sum = ld_dsmem_f32x4(map_to_cta(addr, 0));
+    // All remote loads are issued before the first is used: each one is a round trip to another
+    // SM, and summing as they arrive would serialize those round trips.
+    constexpr u32 ITERS = (PER_RANK + NUM_THREADS - 1) / NUM_THREADS;
+    float4 parts[ITERS][SPLIT];
+    #pragma unroll
+    for (u32 it = 0; it < ITERS; ++it) {
+        const u32 q = min(rank * PER_RANK + it * NUM_THREADS + tid, QUADS - 1);
+        const u32 addr = part_addr + ((q / QUADS_PER_ROW) * LD + (q % QUADS_PER_ROW) * 4) * 4;
         #pragma unroll
-        for (u32 r = 1; r < SPLIT; ++r) {
-            const float4 v = ld_dsmem_f32x4(map_to_cta(addr, r));
-            sum.x += v.x, sum.y += v.y, sum.z += v.z, sum.w += v.w;
-        }
+        for (u32 r = 0; r < SPLIT; ++r) parts[it][r] = ld_dsmem_f32x4(map_to_cta(addr, r));
+    }
+    #pragma unroll
+    for (u32 it = 0; it < ITERS; ++it) {
+        const u32 q = rank * PER_RANK + it * NUM_THREADS + tid;
+        const u32 row = q / QUADS_PER_ROW, col = (q % QUADS_PER_ROW) * 4;
+        if (q >= q_end || m0 + row >= p.m) continue;   // past this rank's slice, or past M
+        float4 sum = parts[it][0];
+        #pragma unroll
+        for (u32 r = 1; r < SPLIT; ++r)
+            sum.x += parts[it][r].x, sum.y += parts[it][r].y, sum.z += parts[it][r].z, sum.w += parts[it][r].w;
         store_quad<Cfg>(p, m0 + row, n0 + col, expert, sum, vector_ok);
     }
     // Every read of the other CTAs' partial tiles has returned (its value is stored).

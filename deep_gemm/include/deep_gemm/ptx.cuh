@@ -104,7 +104,7 @@ DG_DEVICE void mbar_wait_cluster(u64* bar, u32 parity) {
 DG_DEVICE float4 ld_dsmem_f32x4(u32 cluster_addr) {
     float4 v;
     asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];"
-                 : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(cluster_addr) : "memory");
+                 : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w) : "r"(cluster_addr));
     return v;
 }
 
