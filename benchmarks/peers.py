@@ -195,35 +195,52 @@ def _scaled_mm_block_candidates(a, scale_a, b, scale_b):
     return cands
 
 
-def make_scaled_mm_block(M: int, N: int, K: int, device):
-    _need_cuda(device)
-    a, sfa, b, sfb = _block_fp8_inputs(M, N, K, device)
-    ref = reference_block_fp8(a, sfa, b, sfb)
+def block_scaled_mm_candidates(a, sfa, b, sfb) -> list[tuple[str, Callable[[], torch.Tensor]]]:
+    """The cuBLASLt block-scaled calls this torch offers for a @ b^T, as [(api, fn)], best first;
+    (a, sfa) and (b, sfb) as per_token_cast / per_block_cast return them."""
     # cuBLASLt's block-scaled FP8 wants the activation scales M-major and the weight scales as the
     # [K/128, N/128] transpose view of the row-major [N/128, K/128] tensor.
-    scale_a = sfa.t().contiguous().t()
-    scale_b = sfb.t()
+    return _scaled_mm_block_candidates(a, sfa.t().contiguous().t(), b, sfb.t())
+
+
+def first_correct(candidates, check: Callable[[object], float], device, missing: str,
+                  raised: type = PeerUnavailable):
+    """The first candidate (api, fn) whose first call passes check(out) -> rel_err.
+
+    Returns (api, fn, rel_err, first_call_s, rejected: list[str]). Raises PeerCheckFailed if any
+    candidate ran and was wrong, PeerUnavailable(missing) if there is none, else ``raised`` with
+    every candidate's exception."""
     attempts: list[str] = []
     wrong: list[str] = []
-    for api, fn in _scaled_mm_block_candidates(a, scale_a, b, scale_b):
+    for api, fn in candidates:
         try:
             out, first = _first_call(fn, device)
-            err = _check("scaled_mm_block", out, ref)
+            err = check(out)
         except PeerCheckFailed as exc:
             wrong.append(f"{api}: {exc}")
             continue
         except Exception as exc:
             attempts.append(f"{api}: {_err_str(exc)}")
             continue
-        info = {"label": "cuBLASLt block", "api": api, "elem_bytes": 1, "rel_err": err, "first_call_s": first}
-        if attempts or wrong:
-            info["rejected_apis"] = attempts + wrong
-        return fn, info
+        return api, fn, err, first, attempts + wrong
     if wrong:
         raise PeerCheckFailed(" | ".join(wrong + attempts))
     if not attempts:
-        raise PeerUnavailable(f"torch {torch.__version__} has neither F.scaled_mm nor torch._scaled_mm")
-    raise PeerUnavailable(" | ".join(attempts))
+        raise PeerUnavailable(missing)
+    raise raised(" | ".join(attempts))
+
+
+def make_scaled_mm_block(M: int, N: int, K: int, device):
+    _need_cuda(device)
+    a, sfa, b, sfb = _block_fp8_inputs(M, N, K, device)
+    ref = reference_block_fp8(a, sfa, b, sfb)
+    api, fn, err, first, rejected = first_correct(
+        block_scaled_mm_candidates(a, sfa, b, sfb), lambda out: _check("scaled_mm_block", out, ref), device,
+        missing=f"torch {torch.__version__} has neither F.scaled_mm nor torch._scaled_mm")
+    info = {"label": "cuBLASLt block", "api": api, "elem_bytes": 1, "rel_err": err, "first_call_s": first}
+    if rejected:
+        info["rejected_apis"] = rejected
+    return fn, info
 
 
 def _per_tensor_cast(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
