@@ -38,11 +38,13 @@ PIPELINED_EFFICIENCY_LOSS = 1.1
 SERIAL_EFFICIENCY_LOSS = 1.3
 N_EFF = 0             # wgmma efficiency BN / (BN + N_EFF): narrow tiles re-read A from shared memory more
 M128_PENALTY = 1.0    # two m64 slices per warpgroup read B twice per k-block
-KBLOCK_LATENCY_CYCLES = 500    # floor per k-block of one CTA, however thin the tile
-PAIR_LATENCY_FACTOR = 1.15     # multicast pairs wait for both CTAs' consumers per stage
-SERIAL_LATENCY_FACTOR = 1.6    # serial promotion: the FFMAs are on every k-block's critical path
+KBLOCK_LATENCY_CYCLES = 400    # floor per k-block of one CTA, however thin the tile
+KBLOCK_LATENCY_PER_COLUMN = 0.5  # ... plus this per output column of a warpgroup (promotion, wgmma length)
+PAIR_LATENCY_FACTOR = 1.3      # multicast pairs wait for both CTAs' consumers per stage
+SERIAL_LATENCY_FACTOR = 1.3    # serial promotion: the FFMAs are on every k-block's critical path
 LAUNCH_CYCLES = 6400           # launch, prologue, first loads and the last store (about 3.5 us)
-SPLIT_REDUCE_CYCLES = 3000     # split-K: fence, cluster barrier round trip, partial tile store
+SPLIT_REDUCE_CYCLES = 1000     # split-K: fence, cluster barrier round trip, partial tile store
+SPLIT_PER_CTA_CYCLES = 1500    # ... and per CTA of the cluster (arrivals, larger clusters' placement)
 DSMEM_BYTES_PER_CYCLE = 32.0   # split-K: partial reads through distributed shared memory, per SM
 # Resident clusters of each size on a full H200 (132 SMs), cuOccupancyMaxActiveClusters as
 # tools/cluster_capacity.py prints it; other SM counts scale it. The latency and split constants
@@ -107,12 +109,13 @@ def estimate(cfg: Fp8GemmConfig, m: int, n: int, k: int, groups: int = 1) -> Est
     if cfg.wg_m > 64:
         compute *= M128_PENALTY
     load = (a_bytes + b_bytes + bm * 4) / L2_BYTES_PER_CYCLE
-    latency = KBLOCK_LATENCY_CYCLES * (PAIR_LATENCY_FACTOR if cfg.pair_axis != PAIR_NONE else 1.0)
+    latency = (KBLOCK_LATENCY_CYCLES + KBLOCK_LATENCY_PER_COLUMN * bn * cfg.wg_m / 64) * \
+        (PAIR_LATENCY_FACTOR if cfg.pair_axis != PAIR_NONE else 1.0)
     if not cfg.pipelined:
         latency *= SERIAL_LATENCY_FACTOR   # the promotion is on the critical path of every k-block
     tile_cycles = kb_per_cta * max(compute, load, latency) + TILE_OVERHEAD_CYCLES
     if split > 1:
-        tile_cycles += SPLIT_REDUCE_CYCLES + bm * bn * 4 / DSMEM_BYTES_PER_CYCLE
+        tile_cycles += SPLIT_REDUCE_CYCLES + SPLIT_PER_CTA_CYCLES * split + bm * bn * 4 / DSMEM_BYTES_PER_CYCLE
     unique_bytes = groups * (m * k + n * k + m * n * cfg.out_bytes)
     # The CTAs' own pace and the chip's HBM rate each bound the time; near the knee both cost,
     # so they combine as a smooth maximum (a hard one ties every config under the HBM floor).
