@@ -95,12 +95,11 @@ class Fp8GemmConfig:
         d = self.block_m * self.block_n * self.out_bytes if self.tma_epilogue else 0
         partial = self.block_m * (self.block_n + 4) * 4 if self.split_k > 1 else 0
         bars = 2 * self.stages + (2 if self.split_k > 1 else 0)
-        return self.stages * (stage + self.block_m * 4 + 16) + d + partial + bars * 8
+        return self.stages * stage + d + self.stages * self.block_m * 4 + partial + bars * 8
 
     def smem_bytes(self, k: int) -> int:
-        """Dynamic shared memory of a launch (independent of K since the B scales ride in the stages;
-        `k` is kept so callers need not know)."""
-        return self.fixed_smem_bytes() + SMEM_ALIGN_SLACK
+        num_k_blocks = -(-k // BLOCK_K)
+        return self.fixed_smem_bytes() + self.num_math_wg * 4 * num_k_blocks * 4 + SMEM_ALIGN_SLACK
 
     def template_args(self) -> str:
         return (f"{self.block_m}, {self.block_n}, {self.stages}, {self.num_math_wg}, {self.pair_axis}, "

@@ -70,24 +70,24 @@ struct Fp8GemmConfig {
     static constexpr u32 A_STAGE_BYTES = BLOCK_M * BLOCK_K;
     static constexpr u32 B_STAGE_BYTES = BLOCK_N * BLOCK_K;
     static constexpr u32 SFA_STAGE_BYTES = BLOCK_M * 4;
-    // The k-block's two B scales (the tile's one or two 128-row scale blocks), padded to 16 bytes.
-    static constexpr u32 SFB_STAGE_BYTES = 16;
     static constexpr u32 D_WG_BYTES = TMA_EPILOGUE ? WG_M * BLOCK_N * OUT_BYTES : 0;
     static constexpr u32 STAGE_TX_BYTES = A_STAGE_BYTES + B_STAGE_BYTES + SFA_STAGE_BYTES;
 
-    // Layout of dynamic shared memory (offsets from a 1024-aligned base).
+    // Layout of dynamic shared memory (offsets from a 1024-aligned base). The sfb copy of each math
+    // warpgroup comes last because its size depends on K.
     static constexpr u32 OFF_A = 0;
     static constexpr u32 OFF_B = OFF_A + STAGES * A_STAGE_BYTES;
     static constexpr u32 OFF_D = OFF_B + STAGES * B_STAGE_BYTES;
     static constexpr u32 OFF_SFA = OFF_D + NUM_MATH_WG * D_WG_BYTES;
-    static constexpr u32 OFF_SFB = OFF_SFA + STAGES * SFA_STAGE_BYTES;
-    static constexpr u32 OFF_PART = OFF_SFB + STAGES * SFB_STAGE_BYTES;
+    static constexpr u32 OFF_PART = OFF_SFA + STAGES * SFA_STAGE_BYTES;
     static constexpr u32 PART_BYTES = SPLIT_K > 1 ? BLOCK_M * PART_LD * 4 : 0;
     // full[STAGES], empty[STAGES], then split-K's partial-ready and partial-free barriers
     static constexpr u32 OFF_BARS = OFF_PART + PART_BYTES;
     static constexpr u32 NUM_BARS = 2 * STAGES + (SPLIT_K > 1 ? 2 : 0);
-    // The host adds 1024 bytes of alignment slack.
-    static constexpr u32 FIXED_SMEM_BYTES = OFF_BARS + NUM_BARS * 8;
+    static constexpr u32 OFF_SFB = OFF_BARS + NUM_BARS * 8;
+    // Bytes before the sfb region; the host adds NUM_MATH_WG * 4 * ceil(K/128) * 4 (two buffers of two
+    // scale rows per math warpgroup) and 1024 of alignment slack.
+    static constexpr u32 FIXED_SMEM_BYTES = OFF_SFB;
 
     static constexpr u32 BM = BLOCK_M, BN = BLOCK_N, SPLIT = SPLIT_K;
     static constexpr bool MASKED = KIND == kGemmGroupedMasked, FP32_OUT = OUT_F32;
@@ -282,15 +282,8 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
             Scheduler scheduler(p.m, p.n, p.raster_group, p.grouped_layout, p.num_groups, p.m);
             const u32 rank = scheduler.rank;
             u32 iter = 0, m_block, n_block, expert;
-            const u32 num_sfb_rows = ceil_div(p.n, 128u);
             while (scheduler.next(m_block, n_block, expert)) {
                 const i32 m0 = m_block * BLOCK_M, n0 = n_block * BLOCK_N;
-                // The tile's B scale rows: the 128-row block of its first row, and the next one
-                // (used by the columns past a block boundary, if the tile straddles one).
-                const u32 sfb_row0 = min(n_block * BLOCK_N / 128, num_sfb_rows - 1);
-                const float* sfb0 = p.sfb + static_cast<u64>(expert) * p.sfb_group_stride +
-                                    static_cast<u64>(sfb_row0) * p.sfb_ld;
-                const float* sfb1 = sfb0 + (sfb_row0 + 1 < num_sfb_rows ? p.sfb_ld : 0u);
                 // Grouped B is [G * N, K]: rows past N read the next expert's weights, which only
                 // feed output columns the store clips.
                 const i32 b_row0 = KIND == kGemmDense ? n0 : static_cast<i32>(expert * p.n) + n0;
@@ -298,13 +291,6 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 for (u32 kb = k_slice_begin(), kb_end = k_slice_end(); kb < kb_end; ++kb, ++iter) {
                     const u32 s = iter % STAGES, phase = (iter / STAGES) & 1;
                     mbar_wait(&empty_bars[s], phase ^ 1);
-                    // B scales ride in the stage with the operands, so they arrive as far ahead as
-                    // the operands do. The cp.async arrive is registered before the TMA arrive
-                    // that could otherwise complete the phase first.
-                    const u32 sfb_dst = smem_u32(smem + Cfg::OFF_SFB + s * Cfg::SFB_STAGE_BYTES);
-                    cp_async_4(sfb_dst, sfb0 + kb);
-                    cp_async_4(sfb_dst + 4, sfb1 + kb);
-                    cp_async_mbar_arrive(&full_bars[s]);
                     mbar_arrive_expect_tx(&full_bars[s], Cfg::STAGE_TX_BYTES);
                     const i32 k0 = kb * BLOCK_K;
                     u8* a_dst = smem + Cfg::OFF_A + s * Cfg::A_STAGE_BYTES;
@@ -338,6 +324,22 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
         constexpr u32 NUM_ACC = BLOCK_N / 2;   // FP32 accumulators per thread per m64 slice
         const u32 wg_thread = threadIdx.x % 128, warp = wg_thread / 32, lane = lane_id();
         const u32 barrier_id = 1 + warpgroup;   // named barrier of this warpgroup
+        // Two buffers per warpgroup, each [2 scale rows][K blocks]: the next tile's B scales are
+        // fetched with cp.async while this tile computes, so no tile starts with a global load.
+        float* sfb_base = reinterpret_cast<float*>(smem + Cfg::OFF_SFB) + warpgroup * 4 * num_k_blocks;
+        const float* sfb_smem = sfb_base;
+        const u32 num_sfb_rows = ceil_div(p.n, 128u);
+        auto prefetch_sfb = [&](u32 n_blk, u32 expert, float* dst) {
+            const u32 row0 = min(n_blk * BLOCK_N / 128, num_sfb_rows - 1);
+            const u32 row1 = min(row0 + 1, num_sfb_rows - 1);
+            const float* sfb = p.sfb + static_cast<u64>(expert) * p.sfb_group_stride;
+            for (u32 i = wg_thread; i < 2 * num_k_blocks; i += 128) {
+                const u32 row = i < num_k_blocks ? row0 : row1;
+                const u32 kb = i < num_k_blocks ? i : i - num_k_blocks;
+                cp_async_4(smem_u32(dst + i), sfb + static_cast<u64>(row) * p.sfb_ld + kb);
+            }
+        };
+
         float acc[M64][NUM_ACC];
         // Temporary accumulators: with PIPELINED the wgmmas of k-block kb+1 run into the second
         // buffer while the first one is promoted, so the tensor cores never wait for the FFMAs.
@@ -363,14 +365,13 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
 
         // After tmp[buf]'s wgmmas completed: read the row scales of stage `s`, release the stage,
         // and promote: acc += tmp * sa * sb, in FP32.
-        auto finish = [&](u32 s, u32 boundary, auto buf) {
+        auto finish = [&](u32 kb, u32 s, u32 boundary, auto buf) {
             constexpr u32 b = decltype(buf)::value;
             #pragma unroll
             for (u32 mi = 0; mi < M64; ++mi)
                 #pragma unroll
                 for (u32 i = 0; i < NUM_ACC; ++i) pin_register(tmp[b][mi][i]);
-            const float* sfb = reinterpret_cast<const float*>(smem + Cfg::OFF_SFB + s * Cfg::SFB_STAGE_BYTES);
-            const float sb0 = sfb[0], sb1 = sfb[1];
+            const float sb0 = sfb_smem[kb], sb1 = sfb_smem[num_k_blocks + kb];
             const float* sfa = reinterpret_cast<const float*>(smem + Cfg::OFF_SFA + s * Cfg::SFA_STAGE_BYTES);
             float sa_lo[M64], sa_hi[M64];
             #pragma unroll
@@ -408,8 +409,18 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
 
         u32 buf = 0, expert;   // buf: parity of this CTA's tile count
         Scheduler scheduler(p.m, p.n, p.raster_group, p.grouped_layout, p.num_groups, p.m);
-        while (scheduler.next(m_block, n_block, expert)) {
+        bool has_tile = scheduler.next(m_block, n_block, expert);
+        if (has_tile) prefetch_sfb(n_block, expert, sfb_base);
+        while (has_tile) {
             const u32 m0 = m_block * BLOCK_M, n0 = n_block * BLOCK_N;
+            u32 next_m_block, next_n_block, next_expert;
+            const bool has_next = scheduler.next(next_m_block, next_n_block, next_expert);
+            // This tile's scales have landed (for every thread), and every thread is past the
+            // previous tile, whose buffer the next prefetch overwrites.
+            cp_async_wait_all();
+            named_barrier_sync(barrier_id, 128);
+            sfb_smem = sfb_base + buf * 2 * num_k_blocks;
+            if (has_next) prefetch_sfb(next_n_block, next_expert, sfb_base + (buf ^ 1) * 2 * num_k_blocks);
             // Columns of the tile at or past `boundary` use the second scale block.
             const u32 boundary = (n0 / 128 + 1) * 128 - n0;
 
@@ -437,7 +448,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                         } else {
                             wgmma_wait<0>();
                         }
-                        finish(iter % STAGES, boundary, IntConst<J % 2>{});
+                        finish(kb + J, iter % STAGES, boundary, IntConst<J % 2>{});
                         ++iter;
                     };
                     step(IntConst<0>{});
@@ -454,7 +465,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                     wait_full(iter);
                     issue(iter % STAGES, Buf0{});
                     wgmma_wait<0>();
-                    finish(iter % STAGES, boundary, Buf0{});
+                    finish(kb, iter % STAGES, boundary, Buf0{});
                 }
             }
 
@@ -527,6 +538,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 }
             }
             buf ^= 1;
+            m_block = next_m_block, n_block = next_n_block, expert = next_expert, has_tile = has_next;
         }
         if constexpr (Cfg::TMA_EPILOGUE) {
             if (wg_thread == 0) tma_store_wait_all();

@@ -210,11 +210,7 @@ DG_DEVICE void st_shared_f32x2(u32 addr, float a, float b) {
 DG_DEVICE void cp_async_4(u32 smem_addr, const void* gmem) {
     asm volatile("cp.async.ca.shared.global [%0], [%1], 4;" :: "r"(smem_addr), "l"(gmem) : "memory");
 }
-// Makes `bar` wait for this thread's earlier cp.async copies: the barrier's pending count goes up by
-// one now and back down when they land (so the expected arrival count is unchanged).
-DG_DEVICE void cp_async_mbar_arrive(u64* bar) {
-    asm volatile("cp.async.mbarrier.arrive.shared::cta.b64 [%0];" :: "r"(smem_u32(bar)) : "memory");
-}
+DG_DEVICE void cp_async_wait_all() { asm volatile("cp.async.wait_all;" ::: "memory"); }
 
 DG_DEVICE float ld_global_nc_f32(const float* p) {
     float v;
