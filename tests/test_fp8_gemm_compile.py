@@ -14,7 +14,8 @@ import pytest
 from deep_gemm.heuristics.fp8_gemm import first_without_spills, ranked_configs, stages_that_fit
 from deep_gemm.jit import compiler
 from deep_gemm.kernels.fp8_gemm import (EPI_DIRECT, EPI_DIRECT_ACCUMULATE, EPI_TMA_REDUCE, EPI_TMA_STORE, MAX_SMEM,
-                                        PAIR_M, PAIR_N, PAIR_NONE, Fp8GemmConfig, valid_block_n)
+                                        KIND_CONTIGUOUS, KIND_DENSE, KIND_MASKED, PAIR_M, PAIR_N, PAIR_NONE, Fp8GemmConfig,
+                                        valid_block_n)
 
 K_REF = 7168   # stage counts below are what fits shared memory at this K, i.e. what the heuristic ships
 
@@ -29,8 +30,9 @@ def shared_cache(tmp_path_factory):
         yield
 
 
-def shipped(block_m, block_n, num_math_wg, pair=PAIR_NONE, out_f32=False, epilogue=EPI_TMA_STORE, pipelined=False):
-    cfg = Fp8GemmConfig(block_m, block_n, 1, num_math_wg, pair, out_f32, epilogue, pipelined)
+def shipped(block_m, block_n, num_math_wg, pair=PAIR_NONE, out_f32=False, epilogue=EPI_TMA_STORE, pipelined=False,
+            split_k=1, kind=KIND_DENSE):
+    cfg = Fp8GemmConfig(block_m, block_n, 1, num_math_wg, pair, out_f32, epilogue, pipelined, kind, split_k=split_k)
     return dataclasses.replace(cfg, stages=stages_that_fit(cfg, K_REF))
 
 
@@ -62,12 +64,21 @@ CONFIGS = [
     Fp8GemmConfig(128, 112, 2, 2),
     Fp8GemmConfig(128, 112, 4, 2),
     Fp8GemmConfig(128, 64, 4, 2, pipelined=True),
+    # Split-K clusters (decode): the reduction epilogue with each output kind, 2 to 8 CTAs, masked too
+    shipped(64, 128, 1, pipelined=True, split_k=2),
+    shipped(64, 64, 1, pipelined=True, split_k=8),
+    shipped(128, 112, 2, pipelined=True, split_k=3),
+    shipped(64, 192, 1, split_k=5),
+    shipped(128, 144, 2, PAIR_NONE, True, EPI_TMA_REDUCE, split_k=4),
+    shipped(64, 120, 1, PAIR_NONE, True, EPI_DIRECT_ACCUMULATE, pipelined=True, split_k=6),
+    shipped(64, 128, 1, pipelined=True, split_k=4, kind=KIND_MASKED),
 ]
 
 
 def test_config_set_covers_the_axes():
     assert {c.block_m for c in CONFIGS} == {64, 128, 256}
     assert {c.pair_axis for c in CONFIGS} == {PAIR_NONE, PAIR_M, PAIR_N}
+    assert {c.split_k for c in CONFIGS} >= {1, 2, 8}
     assert {c.epilogue for c in CONFIGS if c.out_f32} == {0, 1, 2, 3}
     assert {112, 136, 144, 160} <= {c.block_n for c in CONFIGS}
     assert {c.pipelined for c in CONFIGS} == {True, False}
@@ -137,7 +148,8 @@ def sass(cubin: bytes, tmp_path: Path) -> str:
 @pytest.mark.skipif(CUOBJDUMP is None, reason="cuobjdump not installed (pip install nvidia-cuda-cuobjdump "
                                               "nvidia-cuda-nvdisasm)")
 @pytest.mark.parametrize("cfg", [shipped(64, 144, 1), shipped(128, 144, 2, PAIR_M, True, EPI_TMA_REDUCE),
-                                 shipped(128, 64, 2, PAIR_M, pipelined=True)],
+                                 shipped(128, 64, 2, PAIR_M, pipelined=True),
+                                 shipped(64, 128, 1, pipelined=True, split_k=4)],
                          ids=lambda c: c.kernel_name())
 def test_sass_uses_fp8_wgmma_and_no_local_memory(cfg, tmp_path):
     text = sass(cfg.build().cubin, tmp_path)
@@ -172,6 +184,11 @@ GOOD = Fp8GemmConfig(128, 128, 4, 2)
     (dict(block_m=256, block_n=104), "accumulator registers"),           # 2 x 104
     (dict(block_n=136, pipelined=True), "accumulator registers"),        # 3 x 136 / 2
     (dict(pipelined=True, stages=2, block_n=64), "stages must be >= 3"),
+    (dict(split_k=9), "split_k=9"),
+    (dict(split_k=0), "split_k=0"),
+    (dict(split_k=2, pair_axis=PAIR_M), "without multicast pairs"),
+    (dict(split_k=2, kind=KIND_CONTIGUOUS), "without multicast pairs"),
+    (dict(split_k=8, num_sms=4), "num_sms=4"),
 ])
 def test_check_rejects_invalid_configs(changes, fragment):
     cfg = dataclasses.replace(GOOD, **changes)
@@ -192,6 +209,8 @@ def test_check_rejects_invalid_configs(changes, fragment):
     Fp8GemmConfig(128, 192, 3, 2),
     Fp8GemmConfig(256, 96, 3, 2),
     Fp8GemmConfig(64, 128, 3, 1, pipelined=True),
+    Fp8GemmConfig(64, 128, 3, 1, pipelined=True, split_k=7, num_sms=131),   # clusters need not divide the SMs
+    Fp8GemmConfig(128, 128, 3, 2, kind=KIND_MASKED, split_k=2),
 ])
 def test_check_accepts_valid_configs(cfg):
     cfg.check()
