@@ -558,10 +558,7 @@ def main(argv: "Sequence[str] | None" = None) -> int:
                            host=not args.no_host)
     result["settings"]["wall_s"] = round(time.perf_counter() - t0, 1)
     stem = run.output_stem(args.out, result["date"], result["card"]["short_name"] + "_grouped")
-    json_path = run.write_json(result, stem.with_suffix(".json"))
-    md_path = stem.with_suffix(".md")
-    md_path.write_text(render_markdown(result))
-    print(f"[grouped] wrote {json_path} and {md_path} ({result['settings']['wall_s']} s)")
+    run.save_report(result, stem, "grouped", render_markdown)
     print()
     print(render_markdown(result), end="")
     return 0

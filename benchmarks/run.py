@@ -308,11 +308,19 @@ def render_markdown(result: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_markdown(result: dict, path: "str | Path") -> Path:
+def write_markdown(result: dict, path: "str | Path", render=None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_markdown(result))
+    path.write_text((render or render_markdown)(result))
     return path
+
+
+def save_report(result: dict, stem: Path, tag: str, render=None) -> Path:
+    """Writes <stem>.json and <stem>.md (rendered by `render`, default this benchmark's) and says so."""
+    json_path = write_json(result, stem.with_suffix(".json"))
+    md_path = write_markdown(result, stem.with_suffix(".md"), render)
+    print(f"[{tag}] wrote {json_path} and {md_path} ({result['settings']['wall_s']} s)")
+    return stem
 
 
 def plot_results(result: dict, path: "str | Path") -> "tuple[Path | None, str]":
@@ -714,9 +722,7 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     result["settings"]["wall_s"] = round(time.perf_counter() - t0, 1)
     result["settings"]["quick"] = bool(args.quick)
     stem = output_stem(args.out, result["date"], result["card"]["short_name"])
-    json_path = write_json(result, stem.with_suffix(".json"))
-    md_path = write_markdown(result, stem.with_suffix(".md"))
-    print(f"[bench] wrote {json_path} and {md_path} ({result['settings']['wall_s']} s)")
+    save_report(result, stem, "bench")
     if not args.no_plot:
         try:
             _, msg = plot_results(result, stem.with_suffix(".png"))
