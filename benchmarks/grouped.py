@@ -452,7 +452,7 @@ def run_cell(peer: str, p: Problem, *, num_warmups: int, num_tests: int, copy_bw
              host: bool) -> dict:
     """One (shape, peer) measurement; never raises (except KeyboardInterrupt)."""
     cell: dict = {"status": None, "method": "kineto" if peer == "deep_gemm" else "events", "error": None}
-    try:
+    with run.filing_errors(cell):
         fn, info = FACTORIES[peer](p)
         cell.update(info)
         stats = time_cell(peer, fn, info["launches"], num_warmups, num_tests)
@@ -465,13 +465,6 @@ def run_cell(peer: str, p: Problem, *, num_warmups: int, num_tests: int, copy_bw
                 cell["host_us"], cell["host_gpu_kept_busy"] = h["median_us"], h["gpu_kept_busy"]
             except Exception as exc:
                 cell["host_error"] = run._err_str(exc)
-    except peers.PeerUnavailable as exc:
-        cell["status"], cell["error"] = "unavailable", run._err_str(exc)
-    except peers.PeerCheckFailed as exc:
-        cell["status"], cell["error"] = "failed", run._err_str(exc)
-    except Exception as exc:
-        cell["status"], cell["error"] = "error", run._err_str(exc)
-        cell["where"] = run._where(exc)
     return cell
 
 

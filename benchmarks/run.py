@@ -12,6 +12,7 @@ table last. A peer that fails on a shape is recorded with its error and the run 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as _dt
 import gc
 import importlib
@@ -581,12 +582,28 @@ def time_fn(fn, method: str, num_warmups: int, num_tests: int, kernel_name: "str
     return bench.bench_kineto_total(fn, num_tests=num_tests, flush_l2=True)
 
 
+@contextlib.contextmanager
+def filing_errors(cell: dict):
+    """Records a failing measurement in its cell instead of raising: unavailable (this torch lacks
+    the peer), failed (it ran but disagreed with the reference), error (anything else, with where).
+    KeyboardInterrupt still stops the run."""
+    try:
+        yield
+    except peers_mod.PeerUnavailable as exc:
+        cell["status"], cell["error"] = "unavailable", _err_str(exc)
+    except peers_mod.PeerCheckFailed as exc:
+        cell["status"], cell["error"] = "failed", _err_str(exc)
+    except Exception as exc:
+        cell["status"], cell["error"] = "error", _err_str(exc)
+        cell["where"] = _where(exc)
+
+
 def run_cell(peer: str, m: int, n: int, k: int, *, method: str, num_warmups: int, num_tests: int,
              copy_bw_Bps: "float | None", kernel_name: "str | None" = None, keep_fn: bool = False):
     """One (shape, peer) measurement; never raises (except KeyboardInterrupt). Returns (cell, fn|None)."""
     cell: dict = {"status": None, "method": method, "error": None}
     fn = None
-    try:
+    with filing_errors(cell):
         fn, info = peers_mod.PEERS[peer](m, n, k, "cuda")
         cell["info"] = info
         cell["first_call_s"] = info.get("first_call_s")
@@ -597,13 +614,6 @@ def run_cell(peer: str, m: int, n: int, k: int, *, method: str, num_warmups: int
             cell["kernels"] = {name[:160]: c for name, c in stats["kernels"].items()}
         cell.update(cell_metrics(m, n, k, stats["median"], info.get("elem_bytes", 1), copy_bw_Bps))
         cell["status"] = "ok"
-    except peers_mod.PeerUnavailable as exc:
-        cell["status"], cell["error"] = "unavailable", _err_str(exc)
-    except peers_mod.PeerCheckFailed as exc:
-        cell["status"], cell["error"] = "failed", _err_str(exc)
-    except Exception as exc:
-        cell["status"], cell["error"] = "error", _err_str(exc)
-        cell["where"] = _where(exc)
     if cell["status"] != "ok" or not keep_fn:
         fn = None
     return cell, fn

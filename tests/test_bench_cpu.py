@@ -281,6 +281,26 @@ def test_factories_raise_unavailable_without_gpu():
             factory(64, 256, 256, "cpu")
 
 
+@pytest.mark.parametrize("exc, status", [(peers.PeerUnavailable("no such API"), "unavailable"),
+                                         (peers.PeerCheckFailed("rel err 0.5"), "failed"),
+                                         (RuntimeError("boom"), "error")])
+def test_filing_errors_classifies_and_does_not_raise(exc, status):
+    cell = {"status": None, "error": None}
+    with run.filing_errors(cell):
+        raise exc
+    assert cell["status"] == status and str(exc) in cell["error"]
+    assert ("where" in cell) == (status == "error")
+    with pytest.raises(KeyboardInterrupt), run.filing_errors({}):
+        raise KeyboardInterrupt
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
+def test_run_cell_files_a_missing_gpu_as_unavailable():
+    cell, fn = run.run_cell("torch_bf16", 64, 256, 256, method="events", num_warmups=1, num_tests=1,
+                            copy_bw_Bps=None)
+    assert cell["status"] == "unavailable" and fn is None
+
+
 def test_quantizers_and_reference_on_cpu():
     g = torch.Generator().manual_seed(0)
     M, N, K = 5, 130, 300  # ragged on purpose
