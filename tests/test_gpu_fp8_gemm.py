@@ -40,6 +40,32 @@ def run_and_check(m, n, k, out_dtype=torch.bfloat16, with_c=False, config=None):
     return d, (qa, sfa), (qb, sfb), c
 
 
+def assert_repeats_bitwise(d1, qa, qb, config=None, times=1):
+    """The same call into a poisoned output gives the same bits (fixed-order reductions)."""
+    for _ in range(times):
+        d2 = torch.full_like(d1, float("nan"))
+        deep_gemm.fp8_gemm_nt(qa, qb, d2, config=config)
+        assert torch.equal(d1, d2), "not bitwise reproducible"
+
+
+def check_graph_replay(m, n, k, config=None, calls=1):
+    """Captures `calls` back-to-back GEMMs in a CUDA graph (after a warm-up call outside it), replays
+    into a poisoned output and checks the result."""
+    a, b, (qa, sfa), (qb, sfb) = make_problem(m, n, k)
+    sfa = deep_gemm.get_mn_major_tma_aligned_tensor(sfa)
+    d = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+    deep_gemm.fp8_gemm_nt((qa, sfa), (qb, sfb), d, config=config)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            deep_gemm.fp8_gemm_nt((qa, sfa), (qb, sfb), d, config=config)
+    d.fill_(float("nan"))
+    graph.replay()
+    torch.cuda.synchronize()
+    ref = reference.fp8_gemm_nt(qa, sfa, qb, sfb, out_dtype=torch.float64, compute_dtype=torch.float64)
+    assert rel_fro_error(d.double(), ref) < BF16_TOL
+
+
 ODD_M = [1, 7, 65, 300, 4097]
 ODD_N = [8, 24, 136, 4104]
 ODD_K = [128, 384, 7168, 7232]
@@ -106,10 +132,7 @@ def test_accumulate_in_place():
 @pytest.mark.parametrize("m,n,k", [(4096, 7168, 7168), (300, 4104, 7232), (64, 2112, 7168)])
 def test_bitwise_reproducible(m, n, k):
     d1, qa, qb, _ = run_and_check(m, n, k)
-    for _ in range(3):
-        d2 = torch.full_like(d1, float("nan"))
-        deep_gemm.fp8_gemm_nt(qa, qb, d2)
-        assert torch.equal(d1, d2)
+    assert_repeats_bitwise(d1, qa, qb, times=3)
 
 
 def test_strided_and_row_major_scales():
@@ -140,19 +163,7 @@ def test_nan_and_inf_propagate():
 
 
 def test_cuda_graph_capture():
-    m, n, k = 128, 4096, 7168
-    a, b, (qa, sfa), (qb, sfb) = make_problem(m, n, k)
-    sfa = deep_gemm.get_mn_major_tma_aligned_tensor(sfa)
-    d = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
-    deep_gemm.fp8_gemm_nt((qa, sfa), (qb, sfb), d)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        deep_gemm.fp8_gemm_nt((qa, sfa), (qb, sfb), d)
-    d.fill_(float("nan"))
-    graph.replay()
-    torch.cuda.synchronize()
-    ref = reference.fp8_gemm_nt(qa, sfa, qb, sfb, out_dtype=torch.float64, compute_dtype=torch.float64)
-    assert rel_fro_error(d.double(), ref) < BF16_TOL
+    check_graph_replay(128, 4096, 7168)
 
 
 # ---------------------------------------------------------------------------------------- small M
@@ -165,9 +176,7 @@ DECODE_M = [1, 2, 7, 16, 33, 64, 100, 128]
 @pytest.mark.parametrize("m", DECODE_M)
 def test_decode_shapes_bitwise(m, n, k, out_dtype):
     d1, qa, qb, _ = run_and_check(m, n, k, out_dtype=out_dtype)
-    d2 = torch.full_like(d1, float("nan"))
-    deep_gemm.fp8_gemm_nt(qa, qb, d2)
-    assert torch.equal(d1, d2), "split-K reduction is not bitwise reproducible"
+    assert_repeats_bitwise(d1, qa, qb)
 
 
 SPLIT = [
@@ -187,9 +196,7 @@ SPLIT = [
 @pytest.mark.parametrize("m,n,k", [(33, 2112, 7232), (300, 1000, 896), (7, 4104, 384)])
 def test_split_k_forced(config, m, n, k):
     d1, qa, qb, _ = run_and_check(m, n, k, config=config)
-    d2 = torch.full_like(d1, float("nan"))
-    deep_gemm.fp8_gemm_nt(qa, qb, d2, config=config)
-    assert torch.equal(d1, d2)
+    assert_repeats_bitwise(d1, qa, qb, config=config)
 
 
 @pytest.mark.parametrize("config", [SPLIT[1], SPLIT[6]], ids=lambda c: c.kernel_name())
@@ -211,17 +218,5 @@ def test_split_k_unaligned_output():
 
 
 def test_split_k_cuda_graph():
-    m, n, k = 64, 2112, 7168
-    a, b, (qa, sfa), (qb, sfb) = make_problem(m, n, k)
-    sfa = deep_gemm.get_mn_major_tma_aligned_tensor(sfa)
-    d = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
-    deep_gemm.fp8_gemm_nt((qa, sfa), (qb, sfb), d, config=SPLIT[1])
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        for _ in range(3):   # back-to-back replays reuse the same shared-memory barriers' phases
-            deep_gemm.fp8_gemm_nt((qa, sfa), (qb, sfb), d, config=SPLIT[1])
-    d.fill_(float("nan"))
-    graph.replay()
-    torch.cuda.synchronize()
-    ref = reference.fp8_gemm_nt(qa, sfa, qb, sfb, out_dtype=torch.float64, compute_dtype=torch.float64)
-    assert rel_fro_error(d.double(), ref) < BF16_TOL
+    # three launches back to back in one graph, each writing d: nothing may leak between them
+    check_graph_replay(64, 2112, 7168, config=SPLIT[1], calls=3)
