@@ -99,6 +99,11 @@ def _check_dtype_choice(dtype, name: str, allowed) -> None:
         raise ValueError(f"{name}: expected one of {want}, got {dtype}")
 
 
+def _check_output_dtypes(out_dtype, compute_dtype) -> None:
+    _check_dtype_choice(out_dtype, "out_dtype", _OUT_DTYPES)
+    _check_dtype_choice(compute_dtype, "compute_dtype", _COMPUTE_DTYPES)
+
+
 def _tf32_may_be_on() -> bool:
     """Whether a float32 CUDA matmul might silently run in TF32 (10-bit mantissa)."""
     matmul = torch.backends.cuda.matmul
@@ -216,8 +221,7 @@ def fp8_gemm_nt(
     """
     _check_fp8_operand(a, sfa, "a", "sfa", 2)
     _check_fp8_operand(b, sfb, "b", "sfb", 2)
-    _check_dtype_choice(out_dtype, "out_dtype", _OUT_DTYPES)
-    _check_dtype_choice(compute_dtype, "compute_dtype", _COMPUTE_DTYPES)
+    _check_output_dtypes(out_dtype, compute_dtype)
     m, k = a.shape
     n = b.shape[0]
     if b.shape[1] != k:
@@ -250,8 +254,7 @@ def bf16_gemm_nt(
     """``D = A @ B^T (+ C)`` for bf16 ``a: [M, K]``, ``b: [N, K]``, optional f32 ``c: [M, N]``."""
     _check_tensor(a, "a", torch.bfloat16, 2)
     _check_tensor(b, "b", torch.bfloat16, 2)
-    _check_dtype_choice(out_dtype, "out_dtype", _OUT_DTYPES)
-    _check_dtype_choice(compute_dtype, "compute_dtype", _COMPUTE_DTYPES)
+    _check_output_dtypes(out_dtype, compute_dtype)
     m, k = a.shape
     n = b.shape[0]
     if b.shape[1] != k:
@@ -336,8 +339,7 @@ def m_grouped_fp8_gemm_nt_contiguous(
     _check_shape(sfa, "sfa", (m, _ceil_div(k, BLOCK_K)), "(M_sum, ceil(K/128))")
     _check_tensor(m_indices, "m_indices", torch.int32, 1)
     _check_shape(m_indices, "m_indices", (m,), "one group id per row of a")
-    _check_dtype_choice(out_dtype, "out_dtype", _OUT_DTYPES)
-    _check_dtype_choice(compute_dtype, "compute_dtype", _COMPUTE_DTYPES)
+    _check_output_dtypes(out_dtype, compute_dtype)
     _check_same_device(a, sfa=sfa, b=b, sfb=sfb, m_indices=m_indices)
     group = m_indices.long()
     _check_value_range(group, "m_indices", -1, g - 1, f"[-1, {g}) (G = {g} groups)")
@@ -371,8 +373,7 @@ def m_grouped_fp8_gemm_nt_masked(
     _check_shape(sfa, "sfa", (g, m_max, _ceil_div(k, BLOCK_K)), "(G, M_max, ceil(K/128))")
     _check_tensor(masked_m, "masked_m", torch.int32, 1)
     _check_shape(masked_m, "masked_m", (g,), "one valid-row count per group")
-    _check_dtype_choice(out_dtype, "out_dtype", _OUT_DTYPES)
-    _check_dtype_choice(compute_dtype, "compute_dtype", _COMPUTE_DTYPES)
+    _check_output_dtypes(out_dtype, compute_dtype)
     _check_same_device(a, sfa=sfa, b=b, sfb=sfb, masked_m=masked_m)
     valid_rows = masked_m.long()
     _check_value_range(valid_rows, "masked_m", 0, m_max, f"[0, {m_max}] (M_max)")
