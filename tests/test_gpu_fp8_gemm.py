@@ -120,6 +120,23 @@ def test_fp32_output(m, n, k, with_c):
     run_and_check(m, n, k, out_dtype=torch.float32, with_c=with_c)
 
 
+# The TMA epilogue stores 128-byte column chunks (32 FP32 columns) plus a narrower tail chunk:
+# these cover no tail, tails of 8, 16 and 24 columns, and tiles narrower than one chunk.
+# (The output type and the store or reduce-add epilogue follow from d and c.)
+FP32_EPILOGUE_CONFIGS = [
+    Fp8GemmConfig(128, 128, 4, 2),
+    Fp8GemmConfig(128, 136, 4, 2),
+    Fp8GemmConfig(128, 112, 5, 2, PAIR_M),
+    Fp8GemmConfig(64, 24, 8, 1),
+]
+
+
+@pytest.mark.parametrize("config", FP32_EPILOGUE_CONFIGS, ids=lambda c: c.kernel_name())
+@pytest.mark.parametrize("with_c", [False, True])
+def test_fp32_forced_configs(config, with_c):
+    run_and_check(777, 1000, 896, out_dtype=torch.float32, with_c=with_c, config=config)
+
+
 def test_accumulate_in_place():
     m, n, k = 1000, 2048, 1024
     a, b, (qa, sfa), (qb, sfb) = make_problem(m, n, k)

@@ -78,9 +78,9 @@ def _check_kernel_layouts(x, y, sfb, d, names, n):
         raise ValueError(f"{dn}: expected unit stride along N, got strides {tuple(d.stride())}")
 
 
-def _epilogue(d: torch.Tensor, n: int) -> int:
+def _epilogue(d: torch.Tensor) -> int:
     aligned = all((s * d.element_size()) % 16 == 0 for s in d.stride()[:-1]) and d.data_ptr() % 16 == 0
-    return kernel.EPI_TMA_STORE if aligned and n % 8 == 0 else kernel.EPI_DIRECT
+    return kernel.EPI_TMA_STORE if aligned else kernel.EPI_DIRECT
 
 
 def _plan(kind, m, n, k, groups, expected_m, epilogue, dev, config) -> kernel.Fp8GemmPlan:
@@ -141,7 +141,7 @@ def _contiguous(a, b, d, m_indices, recipe, config, names) -> None:
         raise ValueError(f"m_indices: expected a contiguous tensor, got stride {m_indices.stride(0)}")
     sfa_given = sfa
     sfa = get_mn_major_tma_aligned_tensor(sfa)
-    epilogue = _epilogue(d, n)
+    epilogue = _epilogue(d)
     plan = _plan(kernel.KIND_CONTIGUOUS, m_sum, n, k, g, None, epilogue, x.device.index, config)
     params = plan.make_params(x.data_ptr(), x.stride(0), y.data_ptr(), y.stride(1), sfa.data_ptr(), sfa.stride(1),
                               sfb.data_ptr(), sfb.stride(1), d.data_ptr(), d.stride(0),
@@ -191,7 +191,7 @@ def _masked(a, b, d, masked_m, expected_m, recipe, config, names) -> None:
         raise ValueError(f"{names[0]}[0] (A): expert stride {x.stride(0)} is not a multiple of 16 bytes")
     if masked_m.stride(0) != 1:
         raise ValueError(f"masked_m: expected a contiguous tensor, got stride {masked_m.stride(0)}")
-    epilogue = _epilogue(d, n)
+    epilogue = _epilogue(d)
     if epilogue == kernel.EPI_DIRECT and d.stride(0) != m_max * d.stride(1):
         raise ValueError(f"{names[2]}: with N={n} not a multiple of 8, d must be contiguous across experts "
                          f"(stride(0) == M_max * stride(1)), got strides {tuple(d.stride())}")

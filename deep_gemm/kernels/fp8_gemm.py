@@ -23,11 +23,13 @@ KIND_DENSE, KIND_CONTIGUOUS, KIND_MASKED = 0, 1, 2
 
 Fp8GemmParams = params_struct("Fp8GemmParams", [
     ("tma_a", TensorMapBytes), ("tma_b", TensorMapBytes), ("tma_sfa", TensorMapBytes), ("tma_d", TensorMapBytes),
+    ("tma_d_tail", TensorMapBytes),
     ("sfb", ctypes.c_uint64), ("d", ctypes.c_uint64), ("grouped_layout", ctypes.c_uint64),
     ("m", ctypes.c_uint32), ("n", ctypes.c_uint32), ("k", ctypes.c_uint32),
     ("sfb_ld", ctypes.c_uint32), ("ldd", ctypes.c_uint32), ("raster_group", ctypes.c_uint32),
     ("num_groups", ctypes.c_uint32), ("sfb_group_stride", ctypes.c_uint32)])
-_OFF_A, _OFF_B, _OFF_SFA, _OFF_D = (getattr(Fp8GemmParams, f).offset for f in ("tma_a", "tma_b", "tma_sfa", "tma_d"))
+_OFF_A, _OFF_B, _OFF_SFA, _OFF_D, _OFF_D_TAIL = (
+    getattr(Fp8GemmParams, f).offset for f in ("tma_a", "tma_b", "tma_sfa", "tma_d", "tma_d_tail"))
 
 # acc + temporaries per thread that leave room for addresses and scales under the setmaxnreg budget
 # (232 registers with two math warpgroups, 240 with one). ptxas (NVRTC 13.0 and 13.5): 192 floats
@@ -192,12 +194,14 @@ class Fp8GemmPlan:
         self.a_box = (BLOCK_K, c.block_m // 2 if c.pair_axis == PAIR_N else c.block_m)
         self.b_box = (BLOCK_K, c.block_n // 2 if c.pair_axis == PAIR_M else c.block_n)
         self.sfa_box = (c.block_m, 1)
-        chunk = 16 // c.out_bytes
-        self.d_chunk = chunk
-        self.d_box = (chunk, c.wg_m, c.block_n // chunk)
+        # The TMA epilogue stores 128-byte column chunks (swizzled) and a narrower tail chunk.
+        chunk = 128 // c.out_bytes
+        self.d_box = (chunk, c.wg_m)
+        self.d_tail_box = (c.block_n % chunk, c.wg_m)
         self.d_dtype = "f32" if c.out_f32 else "bf16"
         if c.kind == KIND_MASKED:
-            self.a_box, self.sfa_box, self.d_box = self.a_box + (1,), self.sfa_box + (1,), self.d_box + (1,)
+            self.a_box, self.sfa_box = self.a_box + (1,), self.sfa_box + (1,)
+            self.d_box, self.d_tail_box = self.d_box + (1,), self.d_tail_box + (1,)
 
     def num_tile_units(self) -> int:
         c = self.config
@@ -230,10 +234,12 @@ class Fp8GemmPlan:
         set_tensor_map(p, _OFF_SFA, sfa_map)
         if c.tma_epilogue:
             elem = c.out_bytes
-            dims, strides = (self.d_chunk, m, n // self.d_chunk), (ldd * elem, 16)
+            dims, strides = (n, m), (ldd * elem,)
             if masked:
                 dims, strides = dims + (g,), strides + (d_group_stride * elem,)
-            set_tensor_map(p, _OFF_D, tensor_map(self.d_dtype, d_ptr, dims, strides, self.d_box))
+            set_tensor_map(p, _OFF_D, tensor_map(self.d_dtype, d_ptr, dims, strides, self.d_box, 128))
+            if self.d_tail_box[0]:
+                set_tensor_map(p, _OFF_D_TAIL, tensor_map(self.d_dtype, d_ptr, dims, strides, self.d_tail_box))
         p.sfb, p.d, p.grouped_layout = sfb_ptr, d_ptr, layout_ptr
         p.m, p.n, p.k, p.sfb_ld, p.ldd, p.raster_group = m, n, k, sfb_ld, ldd, c.raster_group
         p.num_groups, p.sfb_group_stride = g, sfb_group_stride

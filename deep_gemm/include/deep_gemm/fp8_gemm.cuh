@@ -27,7 +27,8 @@ struct Fp8GemmParams {
     TmaDescriptor tma_a;    // A [M, K], box [128, rows loaded by this CTA]
     TmaDescriptor tma_b;    // B [N, K] (grouped: [G * N, K]), box [128, rows loaded by this CTA]
     TmaDescriptor tma_sfa;  // sfa [K/128 blocks, M] (M innermost), box [BLOCK_M, 1]
-    TmaDescriptor tma_d;    // D viewed as [N/chunk, M, chunk] (chunk = 16 bytes), box [chunk, rows per warpgroup, BLOCK_N/chunk]
+    TmaDescriptor tma_d;        // D [M, N], box [128 bytes of columns, rows per warpgroup], SWIZZLE_128B
+    TmaDescriptor tma_d_tail;   // D [M, N], box [BLOCK_N % chunk columns, rows per warpgroup], unswizzled
     const float* sfb;       // [ceil(N/128), sfb_ld] (grouped: one such block per expert, sfb_group_stride apart)
     void* d;                // D itself, for the direct-store epilogue
     const i32* grouped_layout;   // contiguous: expert id per row of A; masked: valid rows per expert
@@ -58,7 +59,12 @@ struct Fp8GemmConfig {
     static constexpr u32 NUM_MATH_THREADS = NUM_MATH_WG * 128;
     static constexpr u32 NUM_THREADS = NUM_MATH_THREADS + 128;
     static constexpr u32 OUT_BYTES = OUT_F32 ? 4 : 2;
-    static constexpr u32 CHUNK = 16 / OUT_BYTES;             // output elements per 16-byte TMA row
+    // The TMA-store staging tile of a warpgroup is cut into column chunks of 128 bytes, stored
+    // with SWIZZLE_128B (conflict-free fragment writes, 128-byte global segments), then a narrower
+    // unswizzled tail chunk when BLOCK_N is not a multiple of the chunk width.
+    static constexpr u32 D_CHUNK_COLS = 128 / OUT_BYTES;
+    static constexpr u32 D_FULL_CHUNKS = BLOCK_N / D_CHUNK_COLS;
+    static constexpr u32 D_TAIL_COLS = BLOCK_N % D_CHUNK_COLS;
     // Split-K tiles leave through the cross-CTA reduction, which stores directly.
     static constexpr bool TMA_EPILOGUE =
         SPLIT_K == 1 && (EPILOGUE == kEpilogueTmaStore || EPILOGUE == kEpilogueTmaReduce);
@@ -148,6 +154,66 @@ DG_DEVICE void store_quad(const Fp8GemmParams& p, u32 row, u32 col, u32 expert, 
                 if (col + e < p.n) d[e] = static_cast<u16>(pack_bf16x2(vals[e], 0.0f) & 0xFFFFu);
         }
     }
+}
+
+// Writes a warpgroup's accumulator fragments into its TMA staging buffer: 128-byte-wide chunks of
+// [WG_M rows][128 B] whose 16-byte granules are XOR-swizzled by row % 8 (the SWIZZLE_128B pattern),
+// so the eight rows written at once land in eight different bank groups, then the tail chunk
+// [WG_M][TAIL] unswizzled. A thread holds rows warp*16 + lane/4 (+8) of each m64 slice and column
+// pairs j*8 + (lane%4)*2: for BF16 each (8-column group, 8-row half) is one stmatrix 8x8 matrix.
+template <typename Cfg, u32 M64, u32 NUM_ACC>
+DG_DEVICE void stage_output_tile(u32 d_base, const float (&acc)[M64][NUM_ACC], u32 warp, u32 lane) {
+    constexpr u32 CHUNK_BYTES = Cfg::WG_M * 128, TAIL_BYTES = Cfg::D_TAIL_COLS * Cfg::OUT_BYTES;
+    constexpr u32 GROUPS = Cfg::BN / 8;
+    // Byte offset in the staging buffer of row `row`, 16-byte granule `g` of 8-column group `j`.
+    auto offset = [](u32 row, u32 j, u32 g) -> u32 {
+        constexpr u32 GROUPS_PER_CHUNK = 128 / (8 * Cfg::OUT_BYTES);
+        const u32 chunk = j / GROUPS_PER_CHUNK, granule = (j % GROUPS_PER_CHUNK) * Cfg::OUT_BYTES / 2 + g;
+        if (chunk < Cfg::D_FULL_CHUNKS) return chunk * CHUNK_BYTES + row * 128 + ((granule ^ (row % 8)) * 16);
+        return Cfg::D_FULL_CHUNKS * CHUNK_BYTES + row * TAIL_BYTES + granule * 16;
+    };
+    #pragma unroll
+    for (u32 mi = 0; mi < M64; ++mi) {
+        if constexpr (!Cfg::FP32_OUT) {
+            // stmatrix: lane l addresses row l % 8 of matrix l / 8; matrices (j, rows 0-7),
+            // (j, rows 8-15), (j + 1, rows 0-7), (j + 1, rows 8-15).
+            const u32 row = mi * 64 + warp * 16 + (lane / 8 % 2) * 8 + lane % 8;
+            #pragma unroll
+            for (u32 j = 0; j + 1 < GROUPS; j += 2) {
+                const float* v = &acc[mi][j * 4];
+                stmatrix_x4(d_base + offset(row, j + lane / 16, 0), pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]),
+                            pack_bf16x2(v[4], v[5]), pack_bf16x2(v[6], v[7]));
+            }
+            if constexpr (GROUPS % 2 != 0) {
+                const float* v = &acc[mi][(GROUPS - 1) * 4];
+                stmatrix_x2(d_base + offset(row, GROUPS - 1, 0), pack_bf16x2(v[0], v[1]), pack_bf16x2(v[2], v[3]));
+            }
+        } else {
+            // Two floats per thread per row and group: lanes 4r..4r+3 fill one 32-byte group row.
+            const u32 row = mi * 64 + warp * 16 + lane / 4;
+            #pragma unroll
+            for (u32 j = 0; j < GROUPS; ++j) {
+                const u32 in_granule = (lane % 2) * 8, g = lane % 4 / 2;
+                st_shared_f32x2(d_base + offset(row, j, g) + in_granule, acc[mi][j * 4 + 0], acc[mi][j * 4 + 1]);
+                st_shared_f32x2(d_base + offset(row + 8, j, g) + in_granule, acc[mi][j * 4 + 2], acc[mi][j * 4 + 3]);
+            }
+        }
+    }
+}
+
+// One thread per warpgroup: TMA-stores (or reduce-adds) the staged chunks of the warpgroup's rows.
+template <typename Cfg>
+DG_DEVICE void store_output_tile(const Fp8GemmParams& p, const u8* d_smem, u32 n0, u32 row0, u32 expert) {
+    auto store = [&](const TmaDescriptor* desc, const u8* src, u32 col) {
+        if constexpr (Cfg::ACCUMULATE) tma_reduce_add_2d(desc, src, col, row0);
+        else if constexpr (Cfg::MASKED) tma_store_3d(desc, src, col, row0, expert);
+        else tma_store_2d(desc, src, col, row0);
+    };
+    #pragma unroll
+    for (u32 c = 0; c < Cfg::D_FULL_CHUNKS; ++c)
+        store(&p.tma_d, d_smem + c * Cfg::WG_M * 128, n0 + c * Cfg::D_CHUNK_COLS);
+    if constexpr (Cfg::D_TAIL_COLS != 0)
+        store(&p.tma_d_tail, d_smem + Cfg::D_FULL_CHUNKS * Cfg::WG_M * 128, n0 + Cfg::D_FULL_CHUNKS * Cfg::D_CHUNK_COLS);
 }
 
 // Split-K epilogue, run by all math threads of every CTA of the cluster: publish this CTA's
@@ -475,39 +541,15 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 reduce_split_k_tile<Cfg, M64, NUM_ACC>(p, smem, acc, part_ready_bar, part_free_bar, buf,
                                          m0, n0, expert);
             } else if constexpr (Cfg::TMA_EPILOGUE) {
-                // Staging layout per warpgroup: [BLOCK_N / CHUNK][WG_M][CHUNK], i.e. 16-byte rows, so
-                // the 8 rows a warp writes at once fall into 8 distinct 16-byte bank groups.
                 u8* d_smem = smem + Cfg::OFF_D + warpgroup * Cfg::D_WG_BYTES;
-                const u32 d_base = smem_u32(d_smem);
                 // The previous tile's store must have finished reading the staging buffer.
                 if (wg_thread == 0) tma_store_wait_smem_read();
                 named_barrier_sync(barrier_id, 128);
-                #pragma unroll
-                for (u32 mi = 0; mi < M64; ++mi) {
-                    const u32 row = mi * 64 + warp * 16 + lane / 4;
-                    #pragma unroll
-                    for (u32 j = 0; j < BLOCK_N / 8; ++j) {
-                        if constexpr (OUT_F32) {
-                            const u32 chunk = j * 2 + (lane % 4) / 2;
-                            const u32 addr = d_base + chunk * Cfg::WG_M * 16 + row * 16 + (lane & 1) * 8;
-                            st_shared_f32x2(addr, acc[mi][j * 4 + 0], acc[mi][j * 4 + 1]);
-                            st_shared_f32x2(addr + 8 * 16, acc[mi][j * 4 + 2], acc[mi][j * 4 + 3]);
-                        } else {
-                            const u32 addr = d_base + j * Cfg::WG_M * 16 + row * 16 + (lane % 4) * 4;
-                            st_shared_u32(addr, pack_bf16x2(acc[mi][j * 4 + 0], acc[mi][j * 4 + 1]));
-                            st_shared_u32(addr + 8 * 16, pack_bf16x2(acc[mi][j * 4 + 2], acc[mi][j * 4 + 3]));
-                        }
-                    }
-                }
+                stage_output_tile<Cfg, M64, NUM_ACC>(smem_u32(d_smem), acc, warp, lane);
                 fence_async_shared();
                 named_barrier_sync(barrier_id, 128);
                 if (wg_thread == 0) {
-                    if constexpr (EPILOGUE == kEpilogueTmaReduce)
-                        tma_reduce_add_3d(&p.tma_d, d_smem, 0, wg_row0, n0 / Cfg::CHUNK);
-                    else if constexpr (MASKED)
-                        tma_store_4d(&p.tma_d, d_smem, 0, wg_row0, n0 / Cfg::CHUNK, expert);
-                    else
-                        tma_store_3d(&p.tma_d, d_smem, 0, wg_row0, n0 / Cfg::CHUNK);
+                    store_output_tile<Cfg>(p, d_smem, n0, wg_row0, expert);
                     tma_store_commit();
                 }
             } else {

@@ -146,11 +146,6 @@ DG_DEVICE void tma_load_3d_multicast(void* dst, const TmaDescriptor* desc, u64* 
         : "memory");
 }
 
-DG_DEVICE void tma_store_4d(const TmaDescriptor* desc, const void* src, i32 c0, i32 c1, i32 c2, i32 c3) {
-    asm volatile("cp.async.bulk.tensor.4d.global.shared::cta.bulk_group [%0, {%2, %3, %4, %5}], [%1];"
-                 :: "l"(reinterpret_cast<u64>(desc)), "r"(smem_u32(src)), "r"(c0), "r"(c1), "r"(c2), "r"(c3) : "memory");
-}
-
 DG_DEVICE void tma_store_2d(const TmaDescriptor* desc, const void* src, i32 c0, i32 c1) {
     asm volatile("cp.async.bulk.tensor.2d.global.shared::cta.bulk_group [%0, {%2, %3}], [%1];"
                  :: "l"(reinterpret_cast<u64>(desc)), "r"(smem_u32(src)), "r"(c0), "r"(c1) : "memory");
@@ -162,9 +157,9 @@ DG_DEVICE void tma_store_3d(const TmaDescriptor* desc, const void* src, i32 c0, 
 }
 
 // Element-wise global += shared (the type comes from the tensor map); each element is touched once.
-DG_DEVICE void tma_reduce_add_3d(const TmaDescriptor* desc, const void* src, i32 c0, i32 c1, i32 c2) {
-    asm volatile("cp.reduce.async.bulk.tensor.3d.global.shared::cta.add.bulk_group [%0, {%2, %3, %4}], [%1];"
-                 :: "l"(reinterpret_cast<u64>(desc)), "r"(smem_u32(src)), "r"(c0), "r"(c1), "r"(c2) : "memory");
+DG_DEVICE void tma_reduce_add_2d(const TmaDescriptor* desc, const void* src, i32 c0, i32 c1) {
+    asm volatile("cp.reduce.async.bulk.tensor.2d.global.shared::cta.add.bulk_group [%0, {%2, %3}], [%1];"
+                 :: "l"(reinterpret_cast<u64>(desc)), "r"(smem_u32(src)), "r"(c0), "r"(c1) : "memory");
 }
 
 DG_DEVICE void tma_store_commit() { asm volatile("cp.async.bulk.commit_group;" ::: "memory"); }
@@ -201,6 +196,15 @@ DG_DEVICE u32 pack_bf16x2(float lo, float hi) {
     return r;
 }
 
+// Stores 8x8 b16 matrices; lane l gives the address of row l % 8 of matrix l / 8, and register i
+// of every lane holds its fragment of matrix i (row lane / 4, columns (lane % 4) * 2 + {0, 1}).
+DG_DEVICE void stmatrix_x2(u32 addr, u32 r0, u32 r1) {
+    asm volatile("stmatrix.sync.aligned.m8n8.x2.shared.b16 [%0], {%1, %2};" :: "r"(addr), "r"(r0), "r"(r1) : "memory");
+}
+DG_DEVICE void stmatrix_x4(u32 addr, u32 r0, u32 r1, u32 r2, u32 r3) {
+    asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};"
+                 :: "r"(addr), "r"(r0), "r"(r1), "r"(r2), "r"(r3) : "memory");
+}
 DG_DEVICE void st_shared_u32(u32 addr, u32 v) { asm volatile("st.shared.u32 [%0], %1;" :: "r"(addr), "r"(v)); }
 DG_DEVICE void st_shared_f32x2(u32 addr, float a, float b) {
     asm volatile("st.shared.v2.f32 [%0], {%1, %2};" :: "r"(addr), "f"(a), "f"(b));
