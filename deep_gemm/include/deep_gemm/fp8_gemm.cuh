@@ -306,7 +306,9 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
     u64* part_free_bar = part_ready_bar + 1;     // split-K: every CTA has read this CTA's partial tile
 
     const u32 num_k_blocks = ceil_div(p.k, BLOCK_K);
-    const u32 warpgroup = threadIdx.x / 128;
+    // Broadcast from lane 0 so the compiler knows it is warp-uniform: the wgmma descriptors built
+    // from it then live in uniform registers instead of being moved there before every wgmma.
+    const u32 warpgroup = __shfl_sync(0xffffffffu, threadIdx.x / 128, 0);
 
     if (threadIdx.x == Cfg::NUM_MATH_THREADS) {
         tma_prefetch_descriptor(&p.tma_a);
