@@ -216,6 +216,38 @@ DG_DEVICE void store_output_tile(const Fp8GemmParams& p, const u8* d_smem, u32 n
         store(&p.tma_d_tail, d_smem + Cfg::D_FULL_CHUNKS * Cfg::WG_M * 128, n0 + Cfg::D_FULL_CHUNKS * Cfg::D_CHUNK_COLS);
 }
 
+// Direct-store epilogue (any N, any row stride): each thread writes its accumulator fragments
+// (rows warp*16 + lane/4 (+8), column pairs j*8 + (lane%4)*2) with predicated scalar stores,
+// adding to what D holds when the epilogue accumulates.
+template <typename Cfg, u32 M64, u32 NUM_ACC>
+DG_DEVICE void store_fragments_direct(const Fp8GemmParams& p, const float (&acc)[M64][NUM_ACC], u32 row0, u32 n0,
+                                      u32 expert, u32 warp, u32 lane) {
+    #pragma unroll
+    for (u32 mi = 0; mi < M64; ++mi) {
+        #pragma unroll
+        for (u32 half = 0; half < 2; ++half) {
+            const u32 row = row0 + mi * 64 + warp * 16 + lane / 4 + half * 8;
+            if (row >= p.m) continue;
+            #pragma unroll
+            for (u32 j = 0; j < Cfg::BN / 8; ++j) {
+                #pragma unroll
+                for (u32 e = 0; e < 2; ++e) {
+                    const u32 col = n0 + j * 8 + (lane % 4) * 2 + e;
+                    if (col >= p.n) continue;
+                    const float v = acc[mi][j * 4 + half * 2 + e];
+                    const u64 idx = (static_cast<u64>(Cfg::MASKED ? expert * p.m : 0u) + row) * p.ldd + col;
+                    if constexpr (Cfg::FP32_OUT) {
+                        float* d = static_cast<float*>(p.d) + idx;
+                        *d = Cfg::ACCUMULATE ? *d + v : v;
+                    } else {
+                        static_cast<u16*>(p.d)[idx] = static_cast<u16>(pack_bf16x2(v, 0.0f) & 0xFFFFu);
+                    }
+                }
+            }
+        }
+    }
+}
+
 // Split-K epilogue, run by all math threads of every CTA of the cluster: publish this CTA's
 // partial tile in its shared memory, then sum one slice of the tile over all CTAs' partials in
 // rank order (bitwise reproducible) and store it. `phase` is the parity of this CTA's tile count.
@@ -293,7 +325,6 @@ __global__ void __launch_bounds__((NUM_MATH_WG + 1) * 128, 1)
 fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
     using Cfg = Fp8GemmConfig<BLOCK_M, BLOCK_N, STAGES, NUM_MATH_WG, PAIR_AXIS, OUT_F32, EPILOGUE, PIPELINED, KIND,
                               SPLIT_K>;
-    constexpr bool MASKED = KIND == kGemmGroupedMasked;
     constexpr u32 BLOCK_K = Cfg::BLOCK_K;
     constexpr u32 CLUSTER = Cfg::CLUSTER;
 
@@ -335,13 +366,9 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
     // This CTA's slice [begin, end) of the K blocks (all of them without split-K); a slice may be
     // empty. Recomputed where used from the rank register and the parameters: kept live across
     // the main loop, the two bounds made the pipelined loop spill.
-    auto k_slice_begin = [&]() -> u32 {
-        return SPLIT_K == 1 ? 0u : min(cluster_cta_rank() * ceil_div(num_k_blocks, SPLIT_K), num_k_blocks);
-    };
-    auto k_slice_end = [&]() -> u32 {
-        return SPLIT_K == 1 ? num_k_blocks
-                            : min((cluster_cta_rank() + 1) * ceil_div(num_k_blocks, SPLIT_K), num_k_blocks);
-    };
+    auto k_slice_bound = [&](u32 rank) -> u32 { return min(rank * ceil_div(num_k_blocks, SPLIT_K), num_k_blocks); };
+    auto k_slice_begin = [&]() -> u32 { return SPLIT_K == 1 ? 0u : k_slice_bound(cluster_cta_rank()); };
+    auto k_slice_end = [&]() -> u32 { return SPLIT_K == 1 ? num_k_blocks : k_slice_bound(cluster_cta_rank() + 1); };
 
     if (warpgroup == NUM_MATH_WG) {
         // ---------------------------------------------------------------- producer
@@ -365,12 +392,12 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                     u8* b_dst = smem + Cfg::OFF_B + s * Cfg::B_STAGE_BYTES;
                     if constexpr (PAIR_AXIS == 2) {
                         constexpr u32 HALF = BLOCK_M / 2;
-                        if constexpr (MASKED)
+                        if constexpr (Cfg::MASKED)
                             tma_load_3d_multicast(a_dst + rank * HALF * BLOCK_K, &p.tma_a, &full_bars[s], k0, m0 + rank * HALF, expert, 0b11);
                         else
                             tma_load_2d_multicast(a_dst + rank * HALF * BLOCK_K, &p.tma_a, &full_bars[s], k0, m0 + rank * HALF, 0b11);
                     } else {
-                        if constexpr (MASKED) tma_load_3d(a_dst, &p.tma_a, &full_bars[s], k0, m0, expert);
+                        if constexpr (Cfg::MASKED) tma_load_3d(a_dst, &p.tma_a, &full_bars[s], k0, m0, expert);
                         else tma_load_2d(a_dst, &p.tma_a, &full_bars[s], k0, m0);
                     }
                     if constexpr (PAIR_AXIS == 1) {
@@ -380,7 +407,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                         tma_load_2d(b_dst, &p.tma_b, &full_bars[s], k0, b_row0);
                     }
                     u8* sfa_dst = smem + Cfg::OFF_SFA + s * Cfg::SFA_STAGE_BYTES;
-                    if constexpr (MASKED) tma_load_3d(sfa_dst, &p.tma_sfa, &full_bars[s], m0, kb, expert);
+                    if constexpr (Cfg::MASKED) tma_load_3d(sfa_dst, &p.tma_sfa, &full_bars[s], m0, kb, expert);
                     else tma_load_2d(sfa_dst, &p.tma_sfa, &full_bars[s], m0, kb);
                 }
             }
@@ -555,31 +582,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                     tma_store_commit();
                 }
             } else {
-                #pragma unroll
-                for (u32 mi = 0; mi < M64; ++mi) {
-                    #pragma unroll
-                    for (u32 half = 0; half < 2; ++half) {
-                        const u32 row = wg_row0 + mi * 64 + warp * 16 + lane / 4 + half * 8;
-                        if (row >= p.m) continue;
-                        #pragma unroll
-                        for (u32 j = 0; j < BLOCK_N / 8; ++j) {
-                            #pragma unroll
-                            for (u32 e = 0; e < 2; ++e) {
-                                const u32 col = n0 + j * 8 + (lane % 4) * 2 + e;
-                                if (col >= p.n) continue;
-                                const float v = acc[mi][j * 4 + half * 2 + e];
-                                const u64 idx = (static_cast<u64>(MASKED ? expert * p.m : 0) + row) * p.ldd + col;
-                                if constexpr (OUT_F32) {
-                                    float* d = static_cast<float*>(p.d) + idx;
-                                    *d = EPILOGUE == kEpilogueDirectAccumulate ? *d + v : v;
-                                } else {
-                                    const u32 packed = pack_bf16x2(v, 0.0f);
-                                    static_cast<u16*>(p.d)[idx] = static_cast<u16>(packed & 0xFFFFu);
-                                }
-                            }
-                        }
-                    }
-                }
+                store_fragments_direct<Cfg, M64, NUM_ACC>(p, acc, wg_row0, n0, expert, warp, lane);
             }
             buf ^= 1;
             m_block = next_m_block, n_block = next_n_block, expert = next_expert, has_tile = has_next;
