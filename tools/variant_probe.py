@@ -1,0 +1,114 @@
+"""Times forced configs under experimental variants of the FP8 GEMM kernel, each in its own
+process, package copy and JIT cache: the experiments behind benchmarks/NOTES.md, session 3.
+
+    python3 tools/variant_probe.py --variants baseline,no_promotion,ffma_yield_all \\
+        --shapes 1536,1408,65536 4096,4096,7168 \\
+        --configs "Fp8GemmConfig(128,128,5,2,PAIR_M,pipelined=True)" "Fp8GemmConfig(128,128,5,2,PAIR_M)"
+
+Variants (timing experiments only: some give wrong results on purpose):
+  baseline        the kernel as it is
+  no_promotion    the promotion FFMAs removed (acc stays zero): what the main loop would cost
+                  if promotion were free
+  ffma_yield_all  every promotion FFMA (runs of 8 or more) marked "may yield", operand reuse off
+  ffma_no_yield   every promotion FFMA marked "do not yield"
+The FFMA variants rewrite bit 45 (yield hint; 1 = stay on this warp) and bits 58-61 (operand
+reuse) of the high word of each FFMA (opcode 0x223) in the cubin that NVRTC returns.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+FFMA_OPCODE, YIELD_BIT, REUSE_BITS = 0x223, 1 << 45, 0xF << 58
+
+
+def text_sections(cubin: bytes):
+    """(offset, size) of every .text.* section of a 64-bit ELF cubin."""
+    shoff, = struct.unpack_from("<Q", cubin, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", cubin, 0x3A)
+    strtab, = struct.unpack_from("<Q", cubin, shoff + shstrndx * shentsize + 0x18)
+    for i in range(shnum):
+        base = shoff + i * shentsize
+        name_off, = struct.unpack_from("<I", cubin, base)
+        name = cubin[strtab + name_off:cubin.index(b"\0", strtab + name_off)]
+        if name.startswith(b".text."):
+            yield struct.unpack_from("<QQ", cubin, base + 0x18)
+
+
+def rewrite_ffma_bits(cubin: bytes, may_yield: bool) -> bytes:
+    out = bytearray(cubin)
+    for off, size in text_sections(cubin):
+        run = []
+        for addr in list(range(off, off + size, 16)) + [None]:
+            if addr is not None and struct.unpack_from("<Q", out, addr)[0] & 0xFFF == FFMA_OPCODE:
+                run.append(addr)
+                continue
+            for a in (run if len(run) >= 8 else []):
+                hi, = struct.unpack_from("<Q", out, a + 8)
+                hi = (hi & ~YIELD_BIT & ~REUSE_BITS) if may_yield else (hi | YIELD_BIT)
+                struct.pack_into("<Q", out, a + 8, hi)
+            run = []
+    return bytes(out)
+
+
+def package_without_promotion(dst: Path) -> None:
+    shutil.copytree(REPO / "deep_gemm", dst / "deep_gemm")
+    path = dst / "deep_gemm" / "include" / "deep_gemm" / "fp8_gemm.cuh"
+    source, count = re.subn(r"acc\[mi\]\[j \* 4 \+ \d\] \+= tmp\[b\]\[mi\]\[j \* 4 \+ \d\] \* s_(lo|hi);", "",
+                            path.read_text())
+    if count != 4:
+        raise SystemExit(f"no_promotion: expected 4 promotion statements in {path}, found {count}")
+    path.write_text(source)
+
+
+# Run inside the child process: installs the cubin rewrite, then the probe.
+CHILD = """
+import sys
+from deep_gemm.jit import compiler
+sys.path.insert(0, {tools!r})
+import variant_probe, decode_probe
+mode = {mode!r}
+if mode.startswith("ffma_"):
+    nvrtc = compiler._compile_nvrtc
+    def patched(*args, **kwargs):
+        cubin, log, symbol = nvrtc(*args, **kwargs)
+        return variant_probe.rewrite_ffma_bits(cubin, mode == "ffma_yield_all"), log, symbol
+    compiler._compile_nvrtc = patched
+sys.argv = ["decode_probe"] + {argv!r}
+decode_probe.main()
+"""
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--variants", default="baseline,no_promotion")
+    ap.add_argument("--shapes", nargs="+", required=True)
+    ap.add_argument("--configs", nargs="+", required=True)
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in args.variants.split(","):
+            if mode not in ("baseline", "no_promotion", "ffma_yield_all", "ffma_no_yield"):
+                raise SystemExit(f"unknown variant {mode}")
+            root = REPO
+            if mode == "no_promotion":
+                root = Path(tmp) / mode
+                package_without_promotion(root)
+            env = dict(os.environ, PYTHONPATH=str(root), DG_JIT_CACHE_DIR=str(Path(tmp) / f"cache_{mode}"))
+            print(f"== {mode}", flush=True)
+            for shape in args.shapes:
+                code = CHILD.format(tools=str(REPO / "tools"), mode=mode, argv=[shape] + args.configs)
+                # cwd = the package root: `python -c` puts the working directory first on sys.path.
+                subprocess.run([sys.executable, "-c", code], env=env, cwd=root, check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
