@@ -1,0 +1,44 @@
+"""The cubin rewrite of tools/variant_probe.py, on a kernel compiled here: it may touch only the
+yield and reuse bits of promotion FFMAs, and it must touch them."""
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+
+from deep_gemm.kernels.fp8_gemm import PAIR_M, Fp8GemmConfig
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
+import variant_probe  # noqa: E402
+
+SCHEDULING_BITS = variant_probe.YIELD_BIT | variant_probe.REUSE_BITS
+
+
+@pytest.fixture(scope="module")
+def cubin(tmp_path_factory):
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DG_JIT_CACHE_DIR", str(tmp_path_factory.mktemp("dg_cache")))
+        return Fp8GemmConfig(128, 128, 5, 2, PAIR_M).build().cubin
+
+
+@pytest.mark.parametrize("may_yield", [True, False])
+def test_rewrite_touches_only_ffma_scheduling_bits(cubin, may_yield):
+    out = variant_probe.rewrite_ffma_bits(cubin, may_yield)
+    assert len(out) == len(cubin)
+    changed_words = 0
+    for off, size in variant_probe.text_sections(cubin):
+        for addr in range(off, off + size, 16):
+            lo_old, hi_old = struct.unpack_from("<QQ", cubin, addr)
+            lo_new, hi_new = struct.unpack_from("<QQ", out, addr)
+            assert lo_new == lo_old, f"instruction word at {addr:#x} changed"
+            if hi_new != hi_old:
+                assert lo_old & 0xFFF == variant_probe.FFMA_OPCODE, f"non-FFMA at {addr:#x} changed"
+                assert (hi_new ^ hi_old) & ~SCHEDULING_BITS == 0, f"bits outside yield/reuse changed at {addr:#x}"
+                assert bool(hi_new & variant_probe.YIELD_BIT) != may_yield
+                changed_words += 1
+    assert changed_words >= 16, "the promotion FFMAs of the main loop were not found"
+    text = sorted(variant_probe.text_sections(cubin))
+    start = 0
+    for off, size in text + [(len(cubin), 0)]:
+        assert out[start:off] == cubin[start:off], "bytes outside the .text sections changed"
+        start = off + size
