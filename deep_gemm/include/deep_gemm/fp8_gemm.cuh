@@ -10,6 +10,10 @@
 // accumulation that keeps FP8 accurate). With a 2-CTA cluster, the operand the pair shares is
 // split in halves, each CTA loads one half and multicasts it to both.
 //
+// Results leave through shared memory: each math warpgroup stages its rows of the tile in
+// 128-byte column chunks (the SWIZZLE_128B pattern, so fragment writes are conflict-free) and one
+// thread TMA-stores them as whole 128-byte rows, while the next tile's loads are already in flight.
+//
 // Split-K (small problems that make fewer tiles than SMs): a cluster of SPLIT_K CTAs shares one
 // tile, each CTA accumulates one contiguous slice of the K blocks, writes its FP32 partial tile
 // to its own shared memory, and every CTA then sums one slice of the tile's elements over all
