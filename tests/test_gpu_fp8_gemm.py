@@ -126,23 +126,6 @@ def test_fp32_output(m, n, k, with_c):
     run_and_check(m, n, k, out_dtype=torch.float32, with_c=with_c)
 
 
-# The TMA epilogue stores 128-byte column chunks (32 FP32 columns) plus a narrower tail chunk:
-# these cover no tail, tails of 8, 16 and 24 columns, and tiles narrower than one chunk.
-# (The output type and the store or reduce-add epilogue follow from d and c.)
-FP32_EPILOGUE_CONFIGS = [
-    Fp8GemmConfig(128, 128, 4, 2),
-    Fp8GemmConfig(128, 136, 4, 2),
-    Fp8GemmConfig(128, 112, 5, 2, PAIR_M),
-    Fp8GemmConfig(64, 24, 8, 1),
-]
-
-
-@pytest.mark.parametrize("config", FP32_EPILOGUE_CONFIGS, ids=lambda c: c.kernel_name())
-@pytest.mark.parametrize("with_c", [False, True])
-def test_fp32_forced_configs(config, with_c):
-    run_and_check(777, 1000, 896, out_dtype=torch.float32, with_c=with_c, config=config)
-
-
 def test_accumulate_in_place():
     m, n, k = 1000, 2048, 1024
     a, b, (qa, sfa), (qb, sfb) = make_problem(m, n, k)
@@ -222,10 +205,24 @@ def test_split_k_forced(config, m, n, k):
     assert_repeats_bitwise(d1, qa, qb, config=config)
 
 
-@pytest.mark.parametrize("config", [SPLIT[1], SPLIT[6]], ids=lambda c: c.kernel_name())
+# Forced configs with FP32 output, with and without c (store or reduce-add follows from d and c).
+# The TMA epilogue stores 128-byte column chunks (32 FP32 columns) plus a narrower tail chunk: these
+# cover no tail, tails of 8, 16 and 24 columns, and a tile narrower than one chunk. The last two
+# take the split-K reduction instead, on a decode-like shape.
+FP32_FORCED = [pytest.param(cfg, shape, id=cfg.kernel_name()) for cfg, shape in [
+    (Fp8GemmConfig(128, 128, 4, 2), (777, 1000, 896)),
+    (Fp8GemmConfig(128, 136, 4, 2), (777, 1000, 896)),
+    (Fp8GemmConfig(128, 112, 5, 2, PAIR_M), (777, 1000, 896)),
+    (Fp8GemmConfig(64, 24, 8, 1), (777, 1000, 896)),
+    (SPLIT[1], (100, 4104, 7168)),
+    (SPLIT[6], (100, 4104, 7168)),
+]]
+
+
+@pytest.mark.parametrize("config,shape", FP32_FORCED)
 @pytest.mark.parametrize("with_c", [False, True])
-def test_split_k_fp32(config, with_c):
-    run_and_check(100, 4104, 7168, out_dtype=torch.float32, with_c=with_c, config=config)
+def test_fp32_forced_configs(config, shape, with_c):
+    run_and_check(*shape, out_dtype=torch.float32, with_c=with_c, config=config)
 
 
 def test_split_k_unaligned_output():
