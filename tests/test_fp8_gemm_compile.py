@@ -47,6 +47,8 @@ CONFIGS = [
     shipped(128, 192, 2),
     shipped(256, 88, 2, PAIR_N),                 # block_n not a multiple of 16
     shipped(256, 96, 2, PAIR_M),
+    shipped(256, 128, 2),                        # two m64 slices sharing a temporary: 3 x 64 floats
+    shipped(256, 128, 2, PAIR_N),
     # FP32 output with each epilogue
     shipped(128, 144, 2, PAIR_NONE, True, EPI_TMA_STORE),
     shipped(128, 144, 2, PAIR_M, True, EPI_TMA_REDUCE),
@@ -183,7 +185,7 @@ GOOD = Fp8GemmConfig(128, 128, 4, 2)
     (dict(block_m=64, num_math_wg=2), "num_math_wg=2"),
     (dict(num_math_wg=3), "num_math_wg=3"),
     (dict(block_n=256), "accumulator registers"),                        # 256 floats per thread
-    (dict(block_m=256, block_n=104), "accumulator registers"),           # 2 x 104
+    (dict(block_m=256, block_n=136), "accumulator registers"),           # 3 x 136 / 2 (two slices + one temporary)
     (dict(block_n=136, pipelined=True), "accumulator registers"),        # 3 x 136 / 2
     (dict(pipelined=True, stages=2, block_n=64), "stages must be >= 3"),
     (dict(split_k=9), "split_k=9"),

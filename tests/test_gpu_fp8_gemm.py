@@ -107,6 +107,11 @@ FORCED = [
     Fp8GemmConfig(64, 192, 5, 1),
     Fp8GemmConfig(256, 64, 3, 2),
     Fp8GemmConfig(256, 80, 3, 2, PAIR_M),
+    # 128-row warpgroups whose two m64 slices share one temporary accumulator, taking turns
+    Fp8GemmConfig(256, 128, 3, 2),
+    Fp8GemmConfig(256, 128, 3, 2, PAIR_N),
+    Fp8GemmConfig(256, 120, 3, 2, PAIR_N),
+    Fp8GemmConfig(256, 96, 3, 2, PAIR_M),
     Fp8GemmConfig(128, 128, 5, 2, PAIR_M, pipelined=True),
     Fp8GemmConfig(128, 112, 6, 2, PAIR_N, pipelined=True),
     Fp8GemmConfig(64, 128, 6, 1, PAIR_NONE, pipelined=True),

@@ -62,7 +62,7 @@ def rewrite_ffma_bits(cubin: bytes, may_yield: bool) -> bytes:
 def package_without_promotion(dst: Path) -> None:
     shutil.copytree(REPO / "deep_gemm", dst / "deep_gemm")
     path = dst / "deep_gemm" / "include" / "deep_gemm" / "fp8_gemm.cuh"
-    source, count = re.subn(r"acc\[mi\]\[j \* 4 \+ \d\] \+= tmp\[b\]\[mi\]\[j \* 4 \+ \d\] \* s_(lo|hi);", "",
+    source, count = re.subn(r"a\[j \* 4 \+ \d\] \+= t\[j \* 4 \+ \d\] \* s_(lo|hi);", "",
                             path.read_text())
     if count != 4:
         raise SystemExit(f"no_promotion: expected 4 promotion statements in {path}, found {count}")

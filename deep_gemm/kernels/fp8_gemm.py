@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import math
 
 from ..jit import runtime
 from .common import TensorMapBytes, current_stream, layout_asserts, params_struct, set_tensor_map
@@ -46,6 +47,18 @@ def valid_block_n(block_n: int) -> bool:
         return False
     low_bit = min(block_n & -block_n, 128)
     return block_n <= 128 + low_bit
+
+
+def scale_boundary_cases(block_n: int) -> int:
+    """How many positions the B scale boundary can take inside a tile of this width (mirrors
+    ScaleBoundary in fp8_gemm.cuh): tiles start at multiples of block_n, so 128 - (n0 % 128) is a
+    multiple of gcd(block_n, 128). Serial kernels compile one promotion per position when there are
+    at most MAX_BOUNDARY_CASES of them; otherwise the promotion selects a scale per column group."""
+    step = math.gcd(block_n, 128)
+    return sum(1 for r in range(0, 128, step) if r == 0 or 128 - r < block_n)
+
+
+MAX_BOUNDARY_CASES = 8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,9 +101,18 @@ class Fp8GemmConfig:
     def out_bytes(self) -> int:
         return 4 if self.out_f32 else 2
 
+    def selects_scales_per_column(self) -> bool:
+        """The promotion picks each column group's B scale at run time (tiles that straddle two
+        scale blocks, in the pipelined loop or with too many boundary positions to compile)."""
+        return scale_boundary_cases(self.block_n) > 1 and (
+            self.pipelined or scale_boundary_cases(self.block_n) > MAX_BOUNDARY_CASES)
+
     def accumulator_floats(self) -> int:
-        """FP32 accumulator registers per math thread: the result plus one or two temporaries."""
-        return (3 if self.pipelined else 2) * (self.wg_m // 64) * self.block_n // 2
+        """FP32 accumulator registers per math thread: the result (one m64 slice per 64 rows of the
+        warpgroup) plus temporaries: two per slice when pipelined, one slice's worth when serial
+        (the slices take turns)."""
+        slices = self.wg_m // 64
+        return (3 * slices if self.pipelined else slices + 1) * self.block_n // 2
 
     def fixed_smem_bytes(self) -> int:
         stage = self.block_m * BLOCK_K + self.block_n * BLOCK_K
@@ -156,6 +178,8 @@ class Fp8GemmConfig:
             "#include <deep_gemm/fp8_gemm.cuh>\n"
             f"{layout_asserts('deep_gemm::Fp8GemmParams', Fp8GemmParams)}\n"
             f"static_assert({cpp_cfg}::FIXED_SMEM_BYTES == {self.fixed_smem_bytes()}, \"host smem model is stale\");\n"
+            f"static_assert(deep_gemm::ScaleBoundary<{self.block_n}>::CASES == {scale_boundary_cases(self.block_n)} && "
+            f"deep_gemm::kMaxBoundaryCases == {MAX_BOUNDARY_CASES}, \"host scale-boundary model is stale\");\n"
         )
 
     def kernel_expr(self) -> str:

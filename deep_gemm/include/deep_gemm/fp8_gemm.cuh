@@ -128,6 +128,40 @@ struct Fp8GemmConfig {
 // Named barrier of all math threads of a CTA (ids 1 and 2 are the per-warpgroup barriers).
 constexpr u32 kMathBarrierId = 3;
 
+// A tile's columns before its B scale boundary use the first scale block, the rest the second.
+// Tiles start at multiples of BLOCK_N, so the boundary sits 128 - (n0 % 128) columns in, and
+// n0 % 128 is a multiple of gcd(BLOCK_N, 128): only a few values are possible.
+template <u32 BLOCK_N>
+struct ScaleBoundary {
+    static constexpr u32 gcd(u32 a, u32 b) { return b == 0 ? a : gcd(b, a % b); }
+    static constexpr u32 STEP = gcd(BLOCK_N, 128);
+    // 8-column groups before the boundary when the tile starts R columns past a scale block
+    static constexpr u32 groups_before(u32 r) { return (BLOCK_N < 128 - r ? BLOCK_N : 128 - r) / 8; }
+    static constexpr u32 count_cases(u32 r) {
+        return r >= 128 ? 0 : (r == 0 || 128 - r < BLOCK_N ? 1 : 0) + count_cases(r + STEP);
+    }
+    static constexpr u32 CASES = count_cases(0);
+};
+// More cases than this fall back to a select per column group (code size; host: MAX_BOUNDARY_CASES).
+constexpr u32 kMaxBoundaryCases = 8;
+
+// Calls fn(IntConst<G>{}) with G == groups (the run-time value for this tile), so the promotion's
+// choice of scale per column group is resolved at compile time: a select per group and k-block
+// costs about as much as the FFMAs themselves. One instantiation per possible value.
+template <u32 BLOCK_N, u32 R = 0, typename Fn>
+DG_DEVICE void with_groups_before_boundary(u32 groups, Fn&& fn) {
+    using SB = ScaleBoundary<BLOCK_N>;
+    constexpr u32 G = SB::groups_before(R);
+    if constexpr (R + SB::STEP >= 128) {
+        fn(IntConst<G>{});   // the last possible value
+    } else {
+        if constexpr (R == 0 || 128 - R < BLOCK_N) {
+            if (groups == G) return fn(IntConst<G>{});
+        }
+        with_groups_before_boundary<BLOCK_N, R + SB::STEP>(groups, fn);
+    }
+}
+
 // Stores four consecutive output elements of row `row` starting at column `col` (a multiple of
 // 4), clipped at N; adds them to what D holds when the epilogue accumulates.
 template <typename Cfg>
@@ -440,21 +474,31 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
         };
 
         float acc[M64][NUM_ACC];
-        // Temporary accumulators: with PIPELINED the wgmmas of k-block kb+1 run into the second
-        // buffer while the first one is promoted, so the tensor cores never wait for the FFMAs.
-        float tmp[PIPELINED ? 2 : 1][M64][NUM_ACC];
+        // Temporary accumulators. PIPELINED: two buffers, so the wgmmas of k-block kb+1 run while
+        // kb is promoted. Serial: one m64 slice's worth, reused by the slices of a 128-row
+        // warpgroup one after the other (issue, wait, promote), which is what lets a 256x128 tile
+        // fit the register budget; the other warpgroup's wgmmas fill the tensor cores meanwhile.
+        constexpr u32 TMP_SLICES = PIPELINED ? M64 : 1;
+        float tmp[PIPELINED ? 2 : 1][TMP_SLICES][NUM_ACC];
         u32 iter = 0, m_block, n_block;
 
-        // Issues the wgmmas of the k-block in stage `s` into tmp[buf] (as one commit group).
-        auto issue = [&](u32 s, auto buf) {
+        // Issues the wgmmas of slices [FIRST, FIRST + COUNT) of the k-block in stage `s` into
+        // tmp[buf] (as one commit group).
+        auto issue = [&](u32 s, auto buf, auto first, auto count) {
+            constexpr u32 FIRST = decltype(first)::value, COUNT = decltype(count)::value;
             const u8* a_tile = smem + Cfg::OFF_A + s * Cfg::A_STAGE_BYTES + warpgroup * Cfg::WG_M * BLOCK_K;
             const u64 desc_b = make_kmajor_sw128_desc(smem + Cfg::OFF_B + s * Cfg::B_STAGE_BYTES);
             wgmma_fence();
             #pragma unroll
-            for (u32 mi = 0; mi < M64; ++mi) {
+            for (u32 mi = FIRST; mi < FIRST + COUNT; ++mi) {
                 const u64 desc_a = make_kmajor_sw128_desc(a_tile + mi * 64 * BLOCK_K);
-                float* t = tmp[decltype(buf)::value][mi];
-                WgmmaFp8<BLOCK_N>::overwrite(desc_a, desc_b, t);
+                float* t = tmp[decltype(buf)::value][mi - FIRST];
+                // Serial with two slices: the first wgmma takes the shared temporary as an input
+                // it ignores, so the promotion of the previous slice, which reads the same
+                // registers, must finish before it (otherwise ptxas renames them to overlap the
+                // two, and runs out of registers).
+                if constexpr (PIPELINED || M64 == 1) WgmmaFp8<BLOCK_N>::overwrite(desc_a, desc_b, t);
+                else WgmmaFp8<BLOCK_N>::mma(desc_a, desc_b, t, false);
                 #pragma unroll
                 for (u32 kk = 1; kk < BLOCK_K / 32; ++kk)
                     WgmmaFp8<BLOCK_N>::mma(desc_advance(desc_a, kk * 32), desc_advance(desc_b, kk * 32), t, true);
@@ -462,49 +506,67 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
             wgmma_commit();
         };
 
-        // After tmp[buf]'s wgmmas completed: read the row scales of stage `s`, release the stage,
-        // and promote: acc += tmp * sa * sb, in FP32.
-        auto finish = [&](u32 kb, u32 s, u32 boundary, auto buf) {
-            constexpr u32 b = decltype(buf)::value;
+        // After the wgmmas of slices [FIRST, FIRST + COUNT) completed into tmp[buf]: read their row
+        // scales from stage `s`, release the stage once its last slice is done, and promote:
+        // acc += tmp * sa * sb, in FP32.
+        auto finish = [&](u32 kb, u32 s, u32 boundary, auto buf, auto first, auto count) {
+            constexpr u32 b = decltype(buf)::value, FIRST = decltype(first)::value, COUNT = decltype(count)::value;
             #pragma unroll
-            for (u32 mi = 0; mi < M64; ++mi)
+            for (u32 mi = 0; mi < COUNT; ++mi)
                 #pragma unroll
                 for (u32 i = 0; i < NUM_ACC; ++i) pin_register(tmp[b][mi][i]);
             const float sb0 = sfb_smem[kb], sb1 = sfb_smem[num_k_blocks + kb];
             const float* sfa = reinterpret_cast<const float*>(smem + Cfg::OFF_SFA + s * Cfg::SFA_STAGE_BYTES);
-            float sa_lo[M64], sa_hi[M64];
+            float sa_lo[COUNT], sa_hi[COUNT];
             #pragma unroll
-            for (u32 mi = 0; mi < M64; ++mi) {
-                const u32 row = warpgroup * Cfg::WG_M + mi * 64 + warp * 16 + lane / 4;
+            for (u32 mi = 0; mi < COUNT; ++mi) {
+                const u32 row = warpgroup * Cfg::WG_M + (FIRST + mi) * 64 + warp * 16 + lane / 4;
                 sa_lo[mi] = sfa[row];
                 sa_hi[mi] = sfa[row + 8];
             }
-            __syncwarp();
-            if (lane == 0) {
-                if constexpr (Cfg::MULTICAST_CTAS == 1) {
-                    mbar_arrive(&empty_bars[s]);
-                } else {
-                    #pragma unroll
-                    for (u32 r = 0; r < Cfg::MULTICAST_CTAS; ++r) mbar_arrive_cluster(&empty_bars[s], r);
+            if constexpr (FIRST + COUNT == M64) {
+                __syncwarp();
+                if (lane == 0) {
+                    if constexpr (Cfg::MULTICAST_CTAS == 1) {
+                        mbar_arrive(&empty_bars[s]);
+                    } else {
+                        #pragma unroll
+                        for (u32 r = 0; r < Cfg::MULTICAST_CTAS; ++r) mbar_arrive_cluster(&empty_bars[s], r);
+                    }
                 }
             }
-            #pragma unroll
-            for (u32 mi = 0; mi < M64; ++mi) {
-                const float s_lo0 = sa_lo[mi] * sb0, s_lo1 = sa_lo[mi] * sb1;
-                const float s_hi0 = sa_hi[mi] * sb0, s_hi1 = sa_hi[mi] * sb1;
+            // before(j): column group j is before the scale boundary (uses the first B scale).
+            auto promote = [&](auto before) {
                 #pragma unroll
-                for (u32 j = 0; j < BLOCK_N / 8; ++j) {
-                    const bool second = j * 8 >= boundary;
-                    const float s_lo = second ? s_lo1 : s_lo0, s_hi = second ? s_hi1 : s_hi0;
-                    acc[mi][j * 4 + 0] += tmp[b][mi][j * 4 + 0] * s_lo;
-                    acc[mi][j * 4 + 1] += tmp[b][mi][j * 4 + 1] * s_lo;
-                    acc[mi][j * 4 + 2] += tmp[b][mi][j * 4 + 2] * s_hi;
-                    acc[mi][j * 4 + 3] += tmp[b][mi][j * 4 + 3] * s_hi;
+                for (u32 mi = 0; mi < COUNT; ++mi) {
+                    float* a = acc[FIRST + mi];
+                    const float* t = tmp[b][mi];
+                    const float s_lo0 = sa_lo[mi] * sb0, s_lo1 = sa_lo[mi] * sb1;
+                    const float s_hi0 = sa_hi[mi] * sb0, s_hi1 = sa_hi[mi] * sb1;
+                    #pragma unroll
+                    for (u32 j = 0; j < BLOCK_N / 8; ++j) {
+                        const float s_lo = before(j) ? s_lo0 : s_lo1, s_hi = before(j) ? s_hi0 : s_hi1;
+                        a[j * 4 + 0] += t[j * 4 + 0] * s_lo;
+                        a[j * 4 + 1] += t[j * 4 + 1] * s_lo;
+                        a[j * 4 + 2] += t[j * 4 + 2] * s_hi;
+                        a[j * 4 + 3] += t[j * 4 + 3] * s_hi;
+                    }
                 }
+            };
+            // Serial loops resolve the boundary at compile time (one promotion per possible
+            // boundary). The pipelined loop cannot: a branch between a wgmma and the wait that
+            // retires it makes ptxas serialize every wgmma, so it selects per column group.
+            if constexpr (!PIPELINED && ScaleBoundary<BLOCK_N>::CASES <= kMaxBoundaryCases) {
+                with_groups_before_boundary<BLOCK_N>(min(boundary, BLOCK_N) / 8, [&](auto groups) {
+                    promote([](u32 j) { return j < decltype(groups)::value; });
+                });
+            } else {
+                promote([&](u32 j) { return j * 8 < boundary; });
             }
         };
         auto wait_full = [&](u32 it) { mbar_wait(&full_bars[it % STAGES], (it / STAGES) & 1); };
         using Buf0 = IntConst<0>;
+        using AllSlices = IntConst<M64>;
 
         u32 buf = 0, expert;   // buf: parity of this CTA's tile count
         Scheduler scheduler(p.m, p.n, p.raster_group, p.grouped_layout, p.num_groups, p.m);
@@ -520,7 +582,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
             named_barrier_sync(barrier_id, 128);
             sfb_smem = sfb_base + buf * 2 * num_k_blocks;
             if (has_next) prefetch_sfb(next_n_block, next_expert, sfb_base + (buf ^ 1) * 2 * num_k_blocks);
-            // Columns of the tile at or past `boundary` use the second scale block.
+            // Columns of the tile at or past `boundary` use the second B scale block.
             const u32 boundary = (n0 / 128 + 1) * 128 - n0;
 
             #pragma unroll
@@ -537,17 +599,17 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 #pragma unroll 1
                 for (; kb + 4 <= k_slice_end(); kb += 4) {
                     wait_full(iter);
-                    issue(iter % STAGES, Buf0{});
+                    issue(iter % STAGES, Buf0{}, IntConst<0>{}, AllSlices{});
                     auto step = [&](auto j) {
                         constexpr u32 J = decltype(j)::value;
                         if constexpr (J < 3) {
                             wait_full(iter + 1);
-                            issue((iter + 1) % STAGES, IntConst<(J + 1) % 2>{});
+                            issue((iter + 1) % STAGES, IntConst<(J + 1) % 2>{}, IntConst<0>{}, AllSlices{});
                             wgmma_wait<1>();
                         } else {
                             wgmma_wait<0>();
                         }
-                        finish(kb + J, iter % STAGES, boundary, IntConst<J % 2>{});
+                        finish(kb + J, iter % STAGES, boundary, IntConst<J % 2>{}, IntConst<0>{}, AllSlices{});
                         ++iter;
                     };
                     step(IntConst<0>{});
@@ -562,9 +624,20 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 #pragma unroll 1
                 for (; kb < k_slice_end(); ++kb, ++iter) {
                     wait_full(iter);
-                    issue(iter % STAGES, Buf0{});
-                    wgmma_wait<0>();
-                    finish(kb, iter % STAGES, boundary, Buf0{});
+                    if constexpr (PIPELINED) {   // the tail of the pipelined loop
+                        issue(iter % STAGES, Buf0{}, IntConst<0>{}, AllSlices{});
+                        wgmma_wait<0>();
+                        finish(kb, iter % STAGES, boundary, Buf0{}, IntConst<0>{}, AllSlices{});
+                    } else {
+                        issue(iter % STAGES, Buf0{}, IntConst<0>{}, IntConst<1>{});
+                        wgmma_wait<0>();
+                        finish(kb, iter % STAGES, boundary, Buf0{}, IntConst<0>{}, IntConst<1>{});
+                        if constexpr (M64 == 2) {
+                            issue(iter % STAGES, Buf0{}, IntConst<1>{}, IntConst<1>{});
+                            wgmma_wait<0>();
+                            finish(kb, iter % STAGES, boundary, Buf0{}, IntConst<1>{}, IntConst<1>{});
+                        }
+                    }
                 }
             }
 
