@@ -4,7 +4,8 @@ calibrate the performance model in deep_gemm/heuristics/fp8_gemm.py.
     python -m benchmarks.sweep_configs [--shapes "M,N,K;..."] [--grid decode] [--out results.json]
 
 --grid decode adds, for M <= 128, a fixed grid of tile widths x split-K factors (the model's own
-ranking cannot be trusted to include the configs that would show it wrong).
+ranking cannot be trusted to include the configs that would show it wrong); --grid wide adds, for
+M > 128, 256-row tiles of every width the registers allow, with each multicast choice.
 """
 from __future__ import annotations
 
@@ -57,11 +58,25 @@ def decode_grid(m, n, k, num_sms):
     return out
 
 
+def wide_grid(m, n, k, num_sms):
+    """256-row tiles (two 128-row warpgroups, serial promotion) x widths x multicast choices."""
+    out = []
+    for bn, pair in itertools.product((96, 112, 120, 128, 136), (kernel.PAIR_NONE, kernel.PAIR_M, kernel.PAIR_N)):
+        cfg = kernel.Fp8GemmConfig(256, bn, 1, 2, pair, num_sms=num_sms)
+        if cfg.accumulator_floats() > kernel.MAX_ACCUMULATOR_FLOATS or (pair == kernel.PAIR_M and bn % 16):
+            continue
+        stages = heur.stages_that_fit(cfg, k)
+        n_units = -(-n // bn) if pair != kernel.PAIR_N else -(-n // (2 * bn))
+        if stages >= heur.MIN_STAGES:
+            out.append(dataclasses.replace(cfg, stages=stages, raster_group=heur.raster_group(num_sms, 256, bn, n_units)))
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", default=DEFAULT)
     ap.add_argument("--out")
-    ap.add_argument("--grid", choices=("model", "decode"), default="model")
+    ap.add_argument("--grid", choices=("model", "decode", "wide"), default="model")
     ap.add_argument("--top", type=int, default=24, help="how many of the model's best to time")
     args = ap.parse_args(argv)
     if args.grid == "decode" and args.shapes == DEFAULT:
@@ -74,6 +89,8 @@ def main(argv=None) -> int:
         cands = candidates(m, n, k, num_sms)[:args.top]
         if args.grid == "decode" and m <= 128:
             cands += [c for c in decode_grid(m, n, k, num_sms) if c not in cands]
+        if args.grid == "wide" and m > 128:
+            cands += [c for c in wide_grid(m, n, k, num_sms) if c not in cands]
         if chosen not in cands:
             cands.append(chosen)
         plan[(m, n, k)] = (chosen, cands)

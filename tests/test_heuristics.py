@@ -53,10 +53,12 @@ def check_invariants(cfg: Fp8GemmConfig, m, n, k, out_f32, epilogue, num_sms):
     # The largest stage count that fits is used: one more would not fit (or is past the cap).
     assert cfg.stages == h.MAX_STAGES or \
         dataclasses.replace(cfg, stages=cfg.stages + 1).smem_bytes(k) > MAX_SMEM, where
-    # acc + one temporary (two when pipelined) per thread: BLOCK_N/2 floats each per m64 slice of
-    # the warpgroup's rows. Counted here, not with the config's own method.
+    # Per thread, BLOCK_N/2 floats for each m64 slice of the warpgroup's rows, plus temporaries: two
+    # per slice when pipelined, one slice's worth shared by the slices when serial. Counted here,
+    # not with the config's own method.
     m64_per_wg = cfg.block_m // cfg.num_math_wg // 64
-    assert (3 if cfg.pipelined else 2) * m64_per_wg * cfg.block_n // 2 <= MAX_ACCUMULATOR_FLOATS, where
+    slices = 3 * m64_per_wg if cfg.pipelined else m64_per_wg + 1
+    assert slices * cfg.block_n // 2 <= MAX_ACCUMULATOR_FLOATS, where
     assert (cfg.block_m == 64) == (cfg.num_math_wg == 1), where
     if num_sms % 2:
         assert cfg.pair_axis == PAIR_NONE, where
@@ -101,21 +103,32 @@ def test_odd_sm_count_never_pairs():
     assert picks == {PAIR_NONE}
 
 
-def test_even_sm_count_does_pair_somewhere():
-    # Multicast is part of the design; the model must choose it for some DeepSeek-V3 shape.
-    picks = {h.choose_config(m, n, k, False, EPI_TMA_STORE, 132).pair_axis for m, n, k in DEEPSEEK}
-    assert picks & {PAIR_M, PAIR_N}
+def test_pairs_are_chosen_when_l2_bound(monkeypatch):
+    # Multicast halves the L2 traffic of the shared operand but runs the pair in lockstep. On the
+    # H200 the lockstep costs more than the traffic saves at these shapes (benchmarks/NOTES.md,
+    # session 4), so the model rarely pairs; on a part with a third of the L2 bandwidth it must.
+    unpaired = {h.choose_config(m, n, k, False, EPI_TMA_STORE, 132).pair_axis for m, n, k in DEEPSEEK if m == 4096}
+    monkeypatch.setattr(h, "L2_BYTES_PER_CYCLE", h.L2_BYTES_PER_CYCLE / 3)
+    h.ranked_configs.cache_clear()
+    try:
+        paired = {h.choose_config(m, n, k, False, EPI_TMA_STORE, 132).pair_axis for m, n, k in DEEPSEEK if m == 4096}
+    finally:
+        h.ranked_configs.cache_clear()
+    assert unpaired == {PAIR_NONE}
+    assert paired & {PAIR_M, PAIR_N}
 
 
 def test_big_shapes_fill_the_machine():
     # With plenty of tiles, wave quantization should cost little: the SM-time the waves offer is
-    # mostly used (a partly empty last wave matters less the more waves there are).
+    # mostly used (a partly empty last wave matters less the more waves there are). Not all of it:
+    # on 4096x2112x7168 the 128x192 tile uses 89% and ran 11% faster on an H200 than the 256x88
+    # tile that uses 97% (benchmarks/results/2026-11-28_H200_s4_sweep_wide.json).
     for m, n, k in DEEPSEEK:
         if m == 4096:
             cfg = h.choose_config(m, n, k, False, EPI_TMA_STORE, 132)
             est = h.estimate(cfg, m, n, k)
             used = (est.waves - 1 + est.last_wave_fill) / est.waves
-            assert used >= 0.9, (m, n, k, cfg, est)
+            assert used >= 0.85, (m, n, k, cfg, est)
 
 
 def test_choose_config_is_deterministic():

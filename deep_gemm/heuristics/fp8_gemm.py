@@ -34,10 +34,22 @@ L2_BYTES_PER_CYCLE = 48.0       # L2 -> SM operand bandwidth per SM
 # 2.7 TB/s, the best decode GEMM 3.0 TB/s; 4.1 TB/s only at 1 GB)
 HBM_BYTES_PER_CYCLE = 2.7e12 / 1.83e9
 TILE_OVERHEAD_CYCLES = 600      # epilogue staging + pipeline refill per tile (partly overlapped)
+# Tensor-core time lost to the per-128-K promotion: pipelined (next k-block's wgmmas in flight),
+# serial with one m64 slice per warpgroup (the tensor cores wait for the FFMAs), and serial with two
+# slices taking turns (the other warpgroup's wgmmas fill the gap: nothing measurable is lost).
 PIPELINED_EFFICIENCY_LOSS = 1.1
-SERIAL_EFFICIENCY_LOSS = 1.3
-N_EFF = 0             # wgmma efficiency BN / (BN + N_EFF): narrow tiles re-read A from shared memory more
-M128_PENALTY = 1.0    # two m64 slices per warpgroup read B twice per k-block
+SERIAL_EFFICIENCY_LOSS = 1.15
+SERIAL_TWO_SLICE_LOSS = 1.0
+# Shared-memory bandwidth per SM per cycle, which a k-block's traffic competes for: TMA writes the
+# A and B tiles once, and every m64 wgmma slice reads its 64 A rows and the whole B tile again. It
+# is what makes narrow tiles slow (64x128: 48 KB per 256 tensor cycles) and 256x128 the best tile.
+SMEM_BYTES_PER_CYCLE = 112.0
+# Tiles whose promotion selects a B scale per column group at run time (Fp8GemmConfig.
+# selects_scales_per_column): the selects cost about as much as the FFMAs they feed.
+SCALE_SELECT_LOSS = 1.2
+# Multicast pairs run their two CTAs in lockstep (a stage is free only when both consumers are done
+# with it), which costs more than the halved L2 traffic of the shared operand saves at M=4096.
+PAIR_LOCKSTEP_LOSS = 1.02
 KBLOCK_LATENCY_CYCLES = 400    # floor per k-block of one CTA, however thin the tile
 KBLOCK_LATENCY_PER_COLUMN = 0.5  # ... plus this per output column of a warpgroup (promotion, wgmma length)
 PAIR_LATENCY_FACTOR = 1.3      # multicast pairs wait for both CTAs' consumers per stage
@@ -100,14 +112,20 @@ def estimate(cfg: Fp8GemmConfig, m: int, n: int, k: int, groups: int = 1) -> Est
     elif cfg.pair_axis == PAIR_N:
         a_bytes /= 2
     compute = 2 * bm * bn * BLOCK_K / FLOPS_PER_CYCLE
-    # Without the pipelined main loop the tensor cores idle while each warpgroup waits for its
-    # wgmmas and promotes. The constants were fitted (benchmarks/NOTES.md) to an H200 sweep of 24
-    # configs on each of 8 shapes: with them the model's pick is within 2% of the sweep's best at
-    # M=4096 and within 8% at M<=128.
-    compute *= PIPELINED_EFFICIENCY_LOSS if cfg.pipelined else SERIAL_EFFICIENCY_LOSS
-    compute *= (bn + N_EFF) / bn
-    if cfg.wg_m > 64:
-        compute *= M128_PENALTY
+    # A k-block takes the longer of its tensor-core time (with what the promotion costs) and its
+    # shared-memory traffic. Fitted with tools/fit_model.py to the H200 sweeps in benchmarks/results
+    # (benchmarks/NOTES.md, session 4): the pick is the measured best or within 1% of it at M=4096;
+    # the M<=128 picks are unchanged from the earlier fit (mean regret 3.6%).
+    if cfg.pipelined:
+        compute *= PIPELINED_EFFICIENCY_LOSS
+    else:
+        compute *= SERIAL_EFFICIENCY_LOSS if cfg.wg_m == 64 else SERIAL_TWO_SLICE_LOSS
+    smem = (bm + bn) * BLOCK_K + (bm // 64) * (64 + bn) * BLOCK_K
+    compute = max(compute, smem / SMEM_BYTES_PER_CYCLE)
+    if cfg.selects_scales_per_column():
+        compute *= SCALE_SELECT_LOSS
+    if cfg.pair_axis != PAIR_NONE:
+        compute *= PAIR_LOCKSTEP_LOSS
     load = (a_bytes + b_bytes + bm * 4) / L2_BYTES_PER_CYCLE
     latency = (KBLOCK_LATENCY_CYCLES + KBLOCK_LATENCY_PER_COLUMN * bn * cfg.wg_m / 64) * \
         (PAIR_LATENCY_FACTOR if cfg.pair_axis != PAIR_NONE else 1.0)
