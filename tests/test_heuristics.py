@@ -13,6 +13,7 @@ import pytest
 from deep_gemm.api import dense
 from deep_gemm.heuristics import fp8_gemm as h
 from deep_gemm.jit.compiler import CompiledKernel
+from deep_gemm.kernels import fp8_gemm as kernel
 from deep_gemm.kernels.fp8_gemm import (EPI_DIRECT, EPI_DIRECT_ACCUMULATE, EPI_TMA_REDUCE, EPI_TMA_STORE,
                                         MAX_ACCUMULATOR_FLOATS, MAX_SMEM, PAIR_M, PAIR_N, PAIR_NONE, Fp8GemmConfig)
 
@@ -248,3 +249,19 @@ def test_make_plan_forced_config(monkeypatch):
     assert plan.config == dataclasses.replace(forced, out_f32=True, epilogue=EPI_TMA_REDUCE, num_sms=114)
     with pytest.raises(TypeError, match="config"):
         dense._make_plan(64, 64, 128, False, EPI_TMA_STORE, 0, 132, "128x128")
+
+
+@pytest.mark.parametrize("units,max_clusters,expected", [
+    (512, 132, 128),    # 4 rounds either way: 4 tiles on each of 128 CTAs
+    (896, 132, 128),    # 7 rounds: 896 / 7
+    (1024, 66, 64),     # pairs: 16 rounds on 64 clusters
+    (132, 132, 132), (133, 132, 67), (17, 132, 17), (0, 132, 1), (1, 1, 1),
+])
+def test_balanced_clusters(units, max_clusters, expected):
+    got = kernel.balanced_clusters(units, max_clusters)
+    assert got == expected
+    assert 1 <= got <= max(1, max_clusters)
+    if units:   # the same number of rounds as the full grid, and no fewer clusters could do it
+        rounds = -(-units // min(units, max_clusters))
+        assert -(-units // got) == rounds
+        assert got == 1 or -(-units // (got - 1)) > rounds

@@ -61,6 +61,16 @@ def scale_boundary_cases(block_n: int) -> int:
 MAX_BOUNDARY_CASES = 8
 
 
+def balanced_clusters(units: int, max_clusters: int) -> int:
+    """The fewest persistent clusters that walk `units` tile units in as many rounds as
+    `max_clusters` would: 512 tiles take 4 rounds on 128 CTAs as on 132, and the 4 idle SMs draw
+    less power than 16 SMs idling through the last round (the card runs at its power cap)."""
+    if units <= max_clusters:
+        return max(units, 1)
+    rounds = -(-units // max_clusters)
+    return -(-units // rounds)
+
+
 @dataclasses.dataclass(frozen=True)
 class Fp8GemmConfig:
     block_m: int
@@ -213,13 +223,8 @@ class Fp8GemmPlan:
             probe = runtime.Launcher(func, clusters * config.cluster, config.num_threads, smem, config.cluster)
             clusters = max(1, min(clusters, probe.max_active_clusters()))
         if config.kind != KIND_MASKED:   # the masked kind's tile count lives on the device
-            units = self.num_tile_units()
-            clusters = min(clusters, units)
-            if self.BALANCE_WAVES:
-                # As few clusters as finish in the same number of waves: 512 tiles on 132 SMs take
-                # 4 tile-times either way, and 128 CTAs with 4 tiles each leave 4 SMs idle rather
-                # than 16 SMs idle for the last tile-time, which draws less power (higher clocks).
-                clusters = -(-units // -(-units // clusters))
+            clusters = balanced_clusters(self.num_tile_units(), clusters) if self.BALANCE_WAVES else \
+                min(clusters, self.num_tile_units())
         self.grid = max(clusters, 1) * config.cluster
         self.launcher = runtime.Launcher(func, self.grid, config.num_threads, smem, config.cluster)
         c = config
