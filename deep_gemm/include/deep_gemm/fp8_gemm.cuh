@@ -7,8 +7,11 @@
 // of A, B and sfa into a STAGES-deep ring guarded by full/empty mbarriers); the other warpgroups do
 // the math. Per 128-wide K block each math warpgroup runs four m64nNk32 wgmmas into a temporary
 // accumulator, waits, and promotes it into the FP32 result with both scales (the two-level
-// accumulation that keeps FP8 accurate). With a 2-CTA cluster, the operand the pair shares is
-// split in halves, each CTA loads one half and multicasts it to both.
+// accumulation that keeps FP8 accurate). PIPELINED kernels promote one k-block while the next
+// one's wgmmas run; serial kernels with 128-row warpgroups (256-row tiles) run their two m64
+// slices in turn through one temporary, while the other warpgroup keeps the tensor cores busy.
+// With a 2-CTA cluster, the operand the pair shares is split in halves, each CTA loads one half
+// and multicasts it to both.
 //
 // Results leave through shared memory: each math warpgroup stages its rows of the tile in
 // 128-byte column chunks (the SWIZZLE_128B pattern, so fragment writes are conflict-free) and one
