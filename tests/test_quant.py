@@ -36,6 +36,17 @@ def as_bits(q):
     return q.view(torch.uint8)
 
 
+def assert_rows_quantized_exactly(x, q, sf):
+    """Every 128-wide block of every row of x: its scale and its e4m3 bits, against expected_block.
+    (Per-channel scaling is this check on the transposes.)"""
+    for kb in range(cdiv(x.shape[1], 128)):
+        cols = slice(kb * 128, (kb + 1) * 128)
+        for r in range(x.shape[0]):
+            sf_ref, q_ref = expected_block(x[r, cols])
+            assert sf[r, kb] == sf_ref
+            assert torch.equal(as_bits(q[r, cols]), as_bits(q_ref))
+
+
 def assert_error_bound(x, deq, amax_per_element):
     """e4m3 keeps 3 mantissa bits: error <= |x|/16 for normals, <= 2**-10 * sf for subnormals."""
     bound = x.float().abs() / 16 + amax_per_element / 448 * 2 ** -10
@@ -53,12 +64,7 @@ def test_per_token_exact(m, k):
     assert q.dtype == E4M3 and q.shape == (m, k) and q.is_contiguous()
     assert sf.dtype == torch.float32 and sf.shape == (m, cdiv(k, 128))
     assert torch.equal(x, x_before)
-    for kb in range(cdiv(k, 128)):
-        cols = slice(kb * 128, (kb + 1) * 128)
-        for r in range(m):
-            sf_ref, q_ref = expected_block(x[r, cols])
-            assert sf[r, kb] == sf_ref
-            assert torch.equal(as_bits(q[r, cols]), as_bits(q_ref))
+    assert_rows_quantized_exactly(x, q, sf)
     deq = dequantize_1x128(q, sf)
     amax = x.abs().amax(dim=-1, keepdim=True)  # a looser per-row bound is enough here
     assert_error_bound(x, deq, amax)
@@ -163,12 +169,7 @@ def test_per_channel_exact(k, m):
     x = rand((m, k), seed=k + m).T  # [K, M] view, K-outer like weight-gradient activations
     q, sf = per_channel_cast_to_fp8(x)
     assert q.shape == (k, m) and q.is_contiguous() and sf.shape == (cdiv(k, 128), m)
-    for kb in range(cdiv(k, 128)):
-        rows = slice(kb * 128, (kb + 1) * 128)
-        for col in range(m):
-            sf_ref, q_ref = expected_block(x[rows, col])
-            assert sf[kb, col] == sf_ref
-            assert torch.equal(as_bits(q[rows, col]), as_bits(q_ref))
+    assert_rows_quantized_exactly(x.T, q.T, sf.T)   # each column's 128-row blocks
     # Same blocks as 1x128 scaling of the transpose.
     q_t, sf_t = per_token_cast_to_fp8(x.T)
     assert torch.equal(as_bits(q), as_bits(q_t.T)) and torch.equal(sf, sf_t.T)
