@@ -10,7 +10,6 @@ M > 128, 256-row tiles of every width the registers allow, with each multicast c
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import itertools
 import json
 import sys
@@ -51,10 +50,9 @@ def decode_grid(m, n, k, num_sms):
                     break
             else:
                 continue
-            stages = heur.stages_that_fit(cfg, k)
-            if stages >= heur.MIN_STAGES:
-                out.append(dataclasses.replace(cfg, stages=stages,
-                                               raster_group=heur.raster_group(num_sms, bm, bn, -(-n // bn))))
+            cfg = heur.sized(cfg, n, k)
+            if cfg is not None:
+                out.append(cfg)
     return out
 
 
@@ -65,10 +63,9 @@ def wide_grid(m, n, k, num_sms):
         cfg = kernel.Fp8GemmConfig(256, bn, 1, 2, pair, num_sms=num_sms)
         if cfg.accumulator_floats() > kernel.MAX_ACCUMULATOR_FLOATS or (pair == kernel.PAIR_M and bn % 16):
             continue
-        stages = heur.stages_that_fit(cfg, k)
-        n_units = -(-n // bn) if pair != kernel.PAIR_N else -(-n // (2 * bn))
-        if stages >= heur.MIN_STAGES:
-            out.append(dataclasses.replace(cfg, stages=stages, raster_group=heur.raster_group(num_sms, 256, bn, n_units)))
+        cfg = heur.sized(cfg, n, k)
+        if cfg is not None:
+            out.append(cfg)
     return out
 
 

@@ -30,6 +30,47 @@ def shape(x: torch.Tensor, name: str, expected: tuple, meaning: str) -> None:
         raise ValueError(f"{name}: expected shape {tuple(expected)} {meaning}, got {tuple(x.shape)}")
 
 
+RECIPE_1D2D = (1, 128, 128)
+
+
+def recipe_1d2d(recipe, implements: str, hint: str = "") -> None:
+    """Only the (1, 128, 128) scaling recipe exists here; the message says what the caller
+    implements and, optionally, where to go instead."""
+    if recipe is not None and not isinstance(recipe, (tuple, list)):
+        raise TypeError(f"recipe: expected None or a (1, 128, 128) tuple, got {type(recipe).__name__}")
+    if recipe is not None and tuple(recipe) != RECIPE_1D2D:
+        raise ValueError(f"recipe: {implements}, got {tuple(recipe)}{hint}")
+
+
+def same_device(ref_name: str, ref: torch.Tensor, named) -> None:
+    """Every (name, tensor) in `named` (None tensors skipped) is on ref's device."""
+    for name, t in named:
+        if t is not None and t.device != ref.device:
+            raise ValueError(f"{name}: expected a tensor on {ref.device} (like {ref_name}), got {t.device}")
+
+
+def _span(t: torch.Tensor) -> tuple[int, int]:
+    start = t.data_ptr()
+    extent = 1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride()) if s > 0)
+    return start, start + extent * t.element_size()
+
+
+def aliases(x: torch.Tensor, y: torch.Tensor) -> bool:
+    """The memory spans of x and y overlap (empty and meta tensors overlap nothing)."""
+    if x.numel() == 0 or y.numel() == 0 or x.data_ptr() == 0 or y.data_ptr() == 0:
+        return False
+    x0, x1 = _span(x)
+    y0, y1 = _span(y)
+    return x0 < y1 and y0 < x1
+
+
+def output_not_aliasing(out: torch.Tensor, out_name: str, inputs) -> None:
+    """Writing an output that overlaps an input would race with the kernel's reads."""
+    for name, t in inputs:
+        if aliases(out, t):
+            raise ValueError(f"{out_name}: overlaps the memory of {name}; the output must not alias an input")
+
+
 def k_major_operand(x: torch.Tensor, name: str) -> None:
     """TMA reads rows of K bytes: unit stride along K, 16-byte aligned row starts."""
     rows, k = x.shape[-2:]

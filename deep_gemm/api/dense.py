@@ -20,22 +20,6 @@ from . import checks, device
 from .layout import get_mn_major_tma_aligned_tensor
 
 _plans: dict[tuple, kernel.Fp8GemmPlan] = {}
-_RECIPE_1D2D = (1, 128, 128)
-
-
-def _span(t: torch.Tensor) -> tuple[int, int]:
-    start = t.data_ptr()
-    extent = 1 + sum((s - 1) * st for s, st in zip(t.shape, t.stride()) if s > 0)
-    return start, start + extent * t.element_size()
-
-
-def _aliases(x: torch.Tensor, y: torch.Tensor) -> bool:
-    if x.numel() == 0 or y.numel() == 0 or x.data_ptr() == 0 or y.data_ptr() == 0:   # empty or meta
-        return False
-    x0, x1 = _span(x)
-    y0, y1 = _span(y)
-    return x0 < y1 and y0 < x1
-
 
 _NAMES_V2 = ("a", "b", "d")
 _NAMES_V1 = ("lhs", "rhs", "out")
@@ -51,11 +35,8 @@ def _validate(a, b, d, c, recipe, names=_NAMES_V2):
     checks.tensor(b, nb, (checks.FP8,), 2)
     checks.tensor(sfb, nsfb, (torch.float32,), 2)
     checks.tensor(d, dn, (torch.bfloat16, torch.float32), 2)
-    if recipe is not None and not isinstance(recipe, (tuple, list)):
-        raise TypeError(f"recipe: expected None or a (1, 128, 128) tuple, got {type(recipe).__name__}")
-    if recipe is not None and tuple(recipe) != _RECIPE_1D2D:
-        raise ValueError(f"recipe: this function implements (1, 128, 128) (1x128 activations, 128x128 weights), "
-                         f"got {tuple(recipe)}; for per-row weight scales use wgrad_gemm_fp8_fp8_fp32_nt")
+    checks.recipe_1d2d(recipe, "this function implements (1, 128, 128) (1x128 activations, 128x128 weights)",
+                       "; for per-row weight scales use wgrad_gemm_fp8_fp8_fp32_nt")
     m, k = a.shape
     n = b.shape[0]
     kb = -(-k // 128)
@@ -68,12 +49,8 @@ def _validate(a, b, d, c, recipe, names=_NAMES_V2):
         checks.shape(c, "c", (m, n), "= (M, N)")
         if d.dtype != torch.float32:
             raise TypeError(f"{dn}: accumulating with c needs an FP32 {dn}, got {d.dtype}")
-    for name, t in ((nsfa, sfa), (nb, b), (nsfb, sfb), (dn, d), ("c", c)):
-        if t is not None and t.device != a.device:
-            raise ValueError(f"{name}: expected a tensor on {a.device} (like {na}), got {t.device}")
-    for name, t in ((na, a), (nsfa, sfa), (nb, b), (nsfb, sfb)):
-        if _aliases(d, t):
-            raise ValueError(f"{dn}: overlaps the memory of {name}; the output must not alias an input")
+    checks.same_device(na, a, ((nsfa, sfa), (nb, b), (nsfb, sfb), (dn, d), ("c", c)))
+    checks.output_not_aliasing(d, dn, ((na, a), (nsfa, sfa), (nb, b), (nsfb, sfb)))
     return a, sfa, b, sfb, m, n, k
 
 
@@ -181,21 +158,29 @@ def _fp8_gemm_nt(a, b, d, c, recipe, config, names) -> None:
         _remember(key, plan, params)
 
 
-def _make_plan(m, n, k, out_f32, epilogue, dev, num_sms, config) -> kernel.Fp8GemmPlan:
+def _resolve_config(ranked, config, num_sms: int, what: str, **from_call) -> kernel.Fp8GemmConfig:
+    """The heuristic's pick from `ranked()` (the first whose kernel does not spill), or the user's
+    forced config with the fields that follow from the call (`from_call`: output type, epilogue,
+    kind) and at most the device's SMs. Warns when the kernel uses local memory anyway."""
     if config is None:
-        ranked = heuristics.ranked_configs(m, n, k, out_f32, epilogue, num_sms)
-        cfg = heuristics.first_without_spills(ranked, lambda c: c.build())
+        cfg = heuristics.first_without_spills(ranked(), lambda c: c.build())
     else:
         if not isinstance(config, kernel.Fp8GemmConfig):
             raise TypeError(f"config: expected a deep_gemm.Fp8GemmConfig, got {type(config).__name__}")
-        # Output type and epilogue follow from d and c, not from the forced config.
-        cfg = dataclasses.replace(config, out_f32=out_f32, epilogue=epilogue, num_sms=min(config.num_sms, num_sms))
-    if envs.print_configs():
-        print(f"[deep_gemm] fp8_gemm_nt {heuristics.describe(cfg, m, n, k)}")
+        cfg = dataclasses.replace(config, num_sms=min(config.num_sms, num_sms), **from_call)
     r = cfg.build().resources
     if r.get("spill_stores") or r.get("spill_loads") or r.get("stack_frame"):
-        warnings.warn(f"deep_gemm.fp8_gemm_nt: kernel {cfg.kernel_name()} for M={m} N={n} K={k} uses local memory "
-                      f"({r}); it runs correctly but slower than it should", stacklevel=4)
+        # user -> public function -> its body -> plan -> here
+        warnings.warn(f"deep_gemm: kernel {cfg.kernel_name()} for {what} uses local memory ({r}); "
+                      f"it runs correctly but slower than it should", stacklevel=5)
+    return cfg
+
+
+def _make_plan(m, n, k, out_f32, epilogue, dev, num_sms, config) -> kernel.Fp8GemmPlan:
+    cfg = _resolve_config(lambda: heuristics.ranked_configs(m, n, k, out_f32, epilogue, num_sms), config, num_sms,
+                          f"fp8_gemm_nt M={m} N={n} K={k}", out_f32=out_f32, epilogue=epilogue)
+    if envs.print_configs():
+        print(f"[deep_gemm] fp8_gemm_nt {heuristics.describe(cfg, m, n, k)}")
     return kernel.Fp8GemmPlan(cfg, m, n, k, dev)
 
 

@@ -16,20 +16,16 @@ hint for the config choice. Replaying a captured graph with new masked_m values 
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
 from .. import envs, reference
 from ..heuristics import fp8_gemm as heuristics
 from ..kernels import fp8_gemm as kernel
 from . import checks, device
-from .dense import _RECIPE_1D2D, _aliases, _remember, _try_replay
+from .dense import _NAMES_V1, _NAMES_V2, _remember, _resolve_config, _try_replay
 from .layout import get_mn_major_tma_aligned_tensor
 
 _plans: dict[tuple, kernel.Fp8GemmPlan] = {}
-_NAMES_V2 = ("a", "b", "d")
-_NAMES_V1 = ("lhs", "rhs", "out")
 
 
 def _check_common(a, b, d, layout, layout_name, recipe, names, a_rank):
@@ -44,10 +40,7 @@ def _check_common(a, b, d, layout, layout_name, recipe, names, a_rank):
     checks.tensor(sfb, nsfb, (torch.float32,), 3)
     checks.tensor(d, dn, (torch.bfloat16,), a_rank)
     checks.tensor(layout, layout_name, (torch.int32,), 1)
-    if recipe is not None and not isinstance(recipe, (tuple, list)):
-        raise TypeError(f"recipe: expected None or a (1, 128, 128) tuple, got {type(recipe).__name__}")
-    if recipe is not None and tuple(recipe) != _RECIPE_1D2D:
-        raise ValueError(f"recipe: grouped GEMMs implement (1, 128, 128), got {tuple(recipe)}")
+    checks.recipe_1d2d(recipe, "grouped GEMMs implement (1, 128, 128)")
     g, n, k = y.shape
     if x.shape[-1] != k:
         raise ValueError(f"{na}: expected K={k} (from {nb}'s shape {tuple(y.shape)}) as its last dimension, "
@@ -56,12 +49,8 @@ def _check_common(a, b, d, layout, layout_name, recipe, names, a_rank):
     checks.shape(sfa, nsfa, (*x.shape[:-1], kb), "= (rows, ceil(K/128))")
     checks.shape(sfb, nsfb, (g, -(-n // 128), kb), "= (G, ceil(N/128), ceil(K/128))")
     checks.shape(d, dn, (*x.shape[:-1], n), "= (rows, N)")
-    for name, t in ((nsfa, sfa), (nb, y), (nsfb, sfb), (dn, d), (layout_name, layout)):
-        if t.device != x.device:
-            raise ValueError(f"{name}: expected a tensor on {x.device} (like {na}), got {t.device}")
-    for name, t in ((na, x), (nsfa, sfa), (nb, y), (nsfb, sfb), (layout_name, layout)):
-        if _aliases(d, t):
-            raise ValueError(f"{dn}: overlaps the memory of {name}; the output must not alias an input")
+    checks.same_device(na, x, ((nsfa, sfa), (nb, y), (nsfb, sfb), (dn, d), (layout_name, layout)))
+    checks.output_not_aliasing(d, dn, ((na, x), (nsfa, sfa), (nb, y), (nsfb, sfb), (layout_name, layout)))
     return x, sfa, y, sfb, g, n, k
 
 
@@ -89,19 +78,12 @@ def _plan(kind, m, n, k, groups, expected_m, epilogue, dev, config) -> kernel.Fp
     plan = _plans.get(key)
     if plan is not None:
         return plan
-    if config is None:
-        if kind == kernel.KIND_MASKED:
-            ranked = heuristics.ranked_configs(expected_m, n, k, False, epilogue, num_sms, kind, groups)
-        else:
-            ranked = heuristics.ranked_configs(m, n, k, False, epilogue, num_sms, kind)
-        cfg = heuristics.first_without_spills(ranked, lambda c: c.build())
-    else:
-        if not isinstance(config, kernel.Fp8GemmConfig):
-            raise TypeError(f"config: expected a deep_gemm.Fp8GemmConfig, got {type(config).__name__}")
-        cfg = dataclasses.replace(config, out_f32=False, epilogue=epilogue, kind=kind,
-                                  num_sms=min(config.num_sms, num_sms))
+    what = "masked" if kind == kernel.KIND_MASKED else "contiguous"
+    rows = expected_m if kind == kernel.KIND_MASKED else m   # the model's m: per expert, or all rows
+    cfg = _resolve_config(lambda: heuristics.ranked_configs(rows, n, k, False, epilogue, num_sms, kind, groups),
+                          config, num_sms, f"m_grouped_fp8_gemm_nt_{what} M={m} N={n} K={k} G={groups}",
+                          out_f32=False, epilogue=epilogue, kind=kind)
     if envs.print_configs():
-        what = "masked" if kind == kernel.KIND_MASKED else "contiguous"
         print(f"[deep_gemm] m_grouped {what} G={groups}: {heuristics.describe(cfg, m, n, k)}")
     plan = kernel.Fp8GemmPlan(cfg, m, n, k, dev, num_groups=groups)
     _plans[key] = plan

@@ -150,6 +150,19 @@ def raster_group(num_sms: int, block_m: int, block_n: int, n_units: int) -> int:
     return max(1, min(g, n_units))
 
 
+def sized(cfg: Fp8GemmConfig, n: int, k: int) -> Fp8GemmConfig | None:
+    """cfg with the most pipeline stages that fit K and the raster group for N, or None when fewer
+    than MIN_STAGES fit."""
+    stages = stages_that_fit(cfg, k)
+    if stages < MIN_STAGES:
+        return None
+    n_units = math.ceil(n / cfg.block_n)
+    if cfg.pair_axis == PAIR_N:
+        n_units = math.ceil(n_units / 2)
+    return dataclasses.replace(cfg, stages=stages,
+                               raster_group=raster_group(cfg.num_sms, cfg.block_m, cfg.block_n, n_units))
+
+
 def candidates(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms: int, kind: int = KIND_DENSE):
     """Every config the kernel can run for this problem, with the most stages that fit. For the
     grouped kinds, m is the total row count (masked: experts x expected rows per expert); their
@@ -174,21 +187,19 @@ def candidates(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms: in
                         continue
                     if split > 1 and (math.ceil(m / bm) * math.ceil(n / bn) >= num_sms or kb < 2 * split):
                         continue   # enough tiles already, or slices of under two k-blocks
-                    stages = stages_that_fit(cfg, k)
-                    if stages < MIN_STAGES:
-                        continue
-                    cfg = dataclasses.replace(cfg, stages=stages)
-                    n_units = math.ceil(n / bn)
-                    if pair == PAIR_N:
-                        n_units = math.ceil(n_units / 2)
-                    yield dataclasses.replace(cfg, raster_group=raster_group(num_sms, bm, bn, n_units))
+                    cfg = sized(cfg, n, k)
+                    if cfg is not None:
+                        yield cfg
 
 
 @functools.lru_cache(maxsize=4096)
 def ranked_configs(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms: int, kind: int = KIND_DENSE,
                    groups: int = 1) -> tuple:
     """Every runnable config, best predicted first (ties: fewer bytes, then larger tiles).
-    `groups` > 1: that many independent m x n x k problems (masked grouped GEMM)."""
+    Masked kind: m is the rows per expert and `groups` the experts (that many independent m x n x k
+    problems); the dense and contiguous kinds give all rows in m and ignore `groups`."""
+    if kind != KIND_MASKED:
+        groups = 1
     scored = []
     for cfg in candidates(m * groups, n, k, out_f32, epilogue, num_sms, kind):
         est = estimate(cfg, m, n, k, groups)
@@ -227,4 +238,4 @@ def describe(cfg: Fp8GemmConfig, m: int, n: int, k: int) -> str:
             f"predicted {est.cycles / 1.83e3:.1f} us")
 
 
-__all__ = ["choose_config", "ranked_configs", "first_without_spills", "estimate", "describe", "raster_group", "BLOCK_NS", "EPI_TMA_STORE"]
+__all__ = ["choose_config", "ranked_configs", "sized", "first_without_spills", "estimate", "describe", "raster_group", "BLOCK_NS", "EPI_TMA_STORE"]

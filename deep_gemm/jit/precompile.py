@@ -90,11 +90,7 @@ def configs_for(shapes, num_sms: int, out_f32: bool = False, reports: dict | Non
     problems += [(kinds[kind], m, n, k, g) for kind, m, n, k, g in grouped]
     seen = {}
     for kind, m, n, k, g in problems:
-        if kind == KIND_MASKED:
-            ranked = ranked_configs(m, n, k, out_f32, EPI_TMA_STORE, num_sms, kind, g)
-        else:
-            ranked = ranked_configs(m, n, k, out_f32, EPI_TMA_STORE, num_sms, kind)
-        cfg = first_without_spills(ranked, build)
+        cfg = first_without_spills(ranked_configs(m, n, k, out_f32, EPI_TMA_STORE, num_sms, kind, g), build)
         name = cfg.kernel_name()
         if name not in seen or k > seen[name][1]:
             seen[name] = (cfg, k)
