@@ -206,8 +206,6 @@ class Fp8GemmPlan:
     For the masked kind, m is M_max (rows per expert in A and D) and num_groups the expert count;
     for the contiguous kind, m is M_sum."""
 
-    BALANCE_WAVES = True   # launch the fewest clusters that take the same number of waves
-
     def __init__(self, config: Fp8GemmConfig, m: int, n: int, k: int, device: int, num_groups: int = 1):
         config.check()
         smem = config.smem_bytes(k)
@@ -223,8 +221,7 @@ class Fp8GemmPlan:
             probe = runtime.Launcher(func, clusters * config.cluster, config.num_threads, smem, config.cluster)
             clusters = max(1, min(clusters, probe.max_active_clusters()))
         if config.kind != KIND_MASKED:   # the masked kind's tile count lives on the device
-            clusters = balanced_clusters(self.num_tile_units(), clusters) if self.BALANCE_WAVES else \
-                min(clusters, self.num_tile_units())
+            clusters = balanced_clusters(self.num_tile_units(), clusters)
         self.grid = max(clusters, 1) * config.cluster
         self.launcher = runtime.Launcher(func, self.grid, config.num_threads, smem, config.cluster)
         c = config
