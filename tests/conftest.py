@@ -1,3 +1,5 @@
+import warnings
+
 import pytest
 import torch
 
@@ -16,3 +18,11 @@ def _fresh_seed(request):
     torch.manual_seed(seed)
     request.node.user_properties.append(("seed", seed))
     yield
+
+
+@pytest.fixture
+def quiet_warnings():
+    """For modules that call the CPU fallback and the peers on purpose: their warnings are expected."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        yield

@@ -3,7 +3,6 @@ setup and check run on CPU tensors (torch's FP8 GEMMs emulated where the CPU bui
 
 import subprocess
 import sys
-import warnings
 from pathlib import Path
 
 import pytest
@@ -19,11 +18,7 @@ SMALL_MASKED = grouped.GroupedShape("masked", 3, 20, 256, 512)
 SMALL_CONTIGUOUS = grouped.GroupedShape("contiguous", 2, 100, 256, 384)  # 100 rows: padded to 128
 
 
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_warnings")
 
 
 # ---- layouts and offs

@@ -1,6 +1,5 @@
 """M-grouped GEMM API on the CPU: every validation error names its argument, and the reference
 fallback computes the valid rows."""
-import warnings
 
 import pytest
 import torch
@@ -12,11 +11,7 @@ from deep_gemm.testing import rel_fro_error
 G, N, K, M_MAX = 3, 136, 256, 64
 
 
-@pytest.fixture(autouse=True)
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
+pytestmark = pytest.mark.usefixtures("quiet_warnings")
 
 
 def contiguous_inputs():
