@@ -11,6 +11,9 @@ Variants (timing experiments only: some give wrong results on purpose):
                   if promotion were free
   ffma_yield_all  every promotion FFMA (runs of 8 or more) marked "may yield", operand reuse off
   ffma_no_yield   every promotion FFMA marked "do not yield"
+  staggerN        at every tile start the second math warpgroup waits for the tile's first stage,
+                  then spins N more cycles before its first wgmma: tests whether the two
+                  warpgroups phase-lock (both promoting while the tensor cores idle)
 The FFMA variants rewrite bit 45 (yield hint; 1 = stay on this warp) and bits 58-61 (operand
 reuse) of the high word of each FFMA (opcode 0x223) in the cubin that NVRTC returns.
 """
@@ -69,6 +72,19 @@ def package_without_promotion(dst: Path) -> None:
     path.write_text(source)
 
 
+def package_with_stagger(dst: Path, cycles: int) -> None:
+    shutil.copytree(REPO / "deep_gemm", dst / "deep_gemm")
+    path = dst / "deep_gemm" / "include" / "deep_gemm" / "fp8_gemm.cuh"
+    anchor = "u32 kb = k_slice_begin();"
+    source = path.read_text()
+    if source.count(anchor) != 1:
+        raise SystemExit(f"stagger: expected one '{anchor}' in {path}")
+    spin = (" if (warpgroup == 1) { wait_full(iter); u64 t0, t1;"
+            " asm volatile(\"mov.u64 %0, %%clock64;\" : \"=l\"(t0));"
+            f" do {{ asm volatile(\"mov.u64 %0, %%clock64;\" : \"=l\"(t1)); }} while (t1 - t0 < {cycles}u); }}")
+    path.write_text(source.replace(anchor, anchor + spin))
+
+
 # Run inside the child process: installs the cubin rewrite, then the probe.
 CHILD = """
 import sys
@@ -95,12 +111,16 @@ def main() -> int:
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.variants.split(","):
-            if mode not in ("baseline", "no_promotion", "ffma_yield_all", "ffma_no_yield"):
+            stagger = re.fullmatch(r"stagger(\d+)", mode)
+            if mode not in ("baseline", "no_promotion", "ffma_yield_all", "ffma_no_yield") and not stagger:
                 raise SystemExit(f"unknown variant {mode}")
             root = REPO
             if mode == "no_promotion":
                 root = Path(tmp) / mode
                 package_without_promotion(root)
+            elif stagger:
+                root = Path(tmp) / mode
+                package_with_stagger(root, int(stagger.group(1)))
             env = dict(os.environ, PYTHONPATH=str(root), DG_JIT_CACHE_DIR=str(Path(tmp) / f"cache_{mode}"))
             print(f"== {mode}", flush=True)
             for shape in args.shapes:

@@ -509,24 +509,33 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
             wgmma_commit();
         };
 
-        // After the wgmmas of slices [FIRST, FIRST + COUNT) completed into tmp[buf]: read their row
-        // scales from stage `s`, release the stage once its last slice is done, and promote:
-        // acc += tmp * sa * sb, in FP32.
-        auto finish = [&](u32 kb, u32 s, u32 boundary, auto buf, auto first, auto count) {
+        // The scales of k-block kb (in stage s) that this thread's promotions use: both B scale
+        // blocks the tile may touch, and the A scales of its two rows in every m64 slice.
+        struct Scales { float sb0, sb1, sa_lo[M64], sa_hi[M64]; };
+        auto read_scales = [&](u32 kb, u32 s) {
+            Scales sc;
+            sc.sb0 = sfb_smem[kb], sc.sb1 = sfb_smem[num_k_blocks + kb];
+            const float* sfa = reinterpret_cast<const float*>(smem + Cfg::OFF_SFA + s * Cfg::SFA_STAGE_BYTES);
+            #pragma unroll
+            for (u32 mi = 0; mi < M64; ++mi) {
+                const u32 row = warpgroup * Cfg::WG_M + mi * 64 + warp * 16 + lane / 4;
+                sc.sa_lo[mi] = sfa[row];
+                sc.sa_hi[mi] = sfa[row + 8];
+            }
+            return sc;
+        };
+
+        // After the wgmmas of slices [FIRST, FIRST + COUNT) of stage `s` completed into tmp[buf]:
+        // release the stage once its last slice is done, and promote: acc += tmp * sa * sb, in FP32.
+        auto finish = [&](const Scales& sc, u32 s, u32 boundary, auto buf, auto first, auto count) {
             constexpr u32 b = decltype(buf)::value, FIRST = decltype(first)::value, COUNT = decltype(count)::value;
             #pragma unroll
             for (u32 mi = 0; mi < COUNT; ++mi)
                 #pragma unroll
                 for (u32 i = 0; i < NUM_ACC; ++i) pin_register(tmp[b][mi][i]);
-            const float sb0 = sfb_smem[kb], sb1 = sfb_smem[num_k_blocks + kb];
-            const float* sfa = reinterpret_cast<const float*>(smem + Cfg::OFF_SFA + s * Cfg::SFA_STAGE_BYTES);
-            float sa_lo[COUNT], sa_hi[COUNT];
-            #pragma unroll
-            for (u32 mi = 0; mi < COUNT; ++mi) {
-                const u32 row = warpgroup * Cfg::WG_M + (FIRST + mi) * 64 + warp * 16 + lane / 4;
-                sa_lo[mi] = sfa[row];
-                sa_hi[mi] = sfa[row + 8];
-            }
+            const float sb0 = sc.sb0, sb1 = sc.sb1;
+            const float* sa_lo = sc.sa_lo + FIRST;
+            const float* sa_hi = sc.sa_hi + FIRST;
             if constexpr (FIRST + COUNT == M64) {
                 __syncwarp();
                 if (lane == 0) {
@@ -612,7 +621,8 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                         } else {
                             wgmma_wait<0>();
                         }
-                        finish(kb + J, iter % STAGES, boundary, IntConst<J % 2>{}, IntConst<0>{}, AllSlices{});
+                        finish(read_scales(kb + J, iter % STAGES), iter % STAGES, boundary, IntConst<J % 2>{},
+                               IntConst<0>{}, AllSlices{});
                         ++iter;
                     };
                     step(IntConst<0>{});
@@ -630,15 +640,20 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                     if constexpr (PIPELINED) {   // the tail of the pipelined loop
                         issue(iter % STAGES, Buf0{}, IntConst<0>{}, AllSlices{});
                         wgmma_wait<0>();
-                        finish(kb, iter % STAGES, boundary, Buf0{}, IntConst<0>{}, AllSlices{});
+                        finish(read_scales(kb, iter % STAGES), iter % STAGES, boundary, Buf0{}, IntConst<0>{},
+                               AllSlices{});
                     } else {
+                        // The scales are read before the wgmmas, so their shared-memory latency
+                        // (long while the tensor cores stream operands) is off the path from the
+                        // wait to the promotion, which the next wgmma of this warpgroup waits for.
+                        const Scales sc = read_scales(kb, iter % STAGES);
                         issue(iter % STAGES, Buf0{}, IntConst<0>{}, IntConst<1>{});
                         wgmma_wait<0>();
-                        finish(kb, iter % STAGES, boundary, Buf0{}, IntConst<0>{}, IntConst<1>{});
+                        finish(sc, iter % STAGES, boundary, Buf0{}, IntConst<0>{}, IntConst<1>{});
                         if constexpr (M64 == 2) {
                             issue(iter % STAGES, Buf0{}, IntConst<1>{}, IntConst<1>{});
                             wgmma_wait<0>();
-                            finish(kb, iter % STAGES, boundary, Buf0{}, IntConst<1>{}, IntConst<1>{});
+                            finish(sc, iter % STAGES, boundary, Buf0{}, IntConst<1>{}, IntConst<1>{});
                         }
                     }
                 }
