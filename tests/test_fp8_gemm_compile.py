@@ -76,6 +76,9 @@ CONFIGS = [
     # torch 2.14; the run-time pick skips it there. 64x112 is spill-free under 13.0 and 13.5.)
     shipped(64, 112, 1, PAIR_NONE, True, EPI_DIRECT_ACCUMULATE, pipelined=True, split_k=6),
     shipped(64, 128, 1, pipelined=True, split_k=4, kind=KIND_MASKED),
+    # Contiguous 256-row tiles, which a second pass covers when their halves have two experts
+    shipped(256, 128, 2, kind=KIND_CONTIGUOUS),
+    shipped(256, 96, 2, PAIR_N, kind=KIND_CONTIGUOUS),
 ]
 
 
@@ -192,6 +195,8 @@ GOOD = Fp8GemmConfig(128, 128, 4, 2)
     (dict(split_k=0), "split_k=0"),
     (dict(split_k=2, pair_axis=PAIR_M), "without multicast pairs"),
     (dict(split_k=2, kind=KIND_CONTIGUOUS), "without multicast pairs"),
+    (dict(block_m=256, block_n=96, kind=KIND_MASKED), "block_m dividing 128"),
+    (dict(block_m=256, block_n=96, pair_axis=PAIR_M, kind=KIND_CONTIGUOUS), "no M pairing"),
     (dict(split_k=8, num_sms=4), "num_sms=4"),
 ])
 def test_check_rejects_invalid_configs(changes, fragment):
@@ -215,6 +220,7 @@ def test_check_rejects_invalid_configs(changes, fragment):
     Fp8GemmConfig(64, 128, 3, 1, pipelined=True),
     Fp8GemmConfig(64, 128, 3, 1, pipelined=True, split_k=7, num_sms=131),   # clusters need not divide the SMs
     Fp8GemmConfig(128, 128, 3, 2, kind=KIND_MASKED, split_k=2),
+    Fp8GemmConfig(256, 128, 3, 2, kind=KIND_CONTIGUOUS),
 ])
 def test_check_accepts_valid_configs(cfg):
     cfg.check()

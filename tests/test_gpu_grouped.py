@@ -5,7 +5,7 @@ import torch
 
 import deep_gemm
 from deep_gemm import reference
-from deep_gemm.kernels.fp8_gemm import Fp8GemmConfig
+from deep_gemm.kernels.fp8_gemm import KIND_CONTIGUOUS, PAIR_N, Fp8GemmConfig
 from deep_gemm.testing import rel_fro_error
 
 from conftest import requires_hopper
@@ -54,7 +54,7 @@ def contiguous_layout(sizes):
     return torch.tensor(ids, dtype=torch.int32, device="cuda")
 
 
-def check_contiguous(sizes, n, k):
+def check_contiguous(sizes, n, k, config=None):
     g = len(sizes)
     m_indices = contiguous_layout(sizes)
     m_sum = m_indices.numel()
@@ -62,10 +62,14 @@ def check_contiguous(sizes, n, k):
     qa = deep_gemm.per_token_cast_to_fp8(a)
     qb = expert_weights(g, n, k)
     d = torch.full((m_sum, n), float("nan"), device="cuda", dtype=torch.bfloat16)
-    deep_gemm.m_grouped_fp8_gemm_nt_contiguous(qa, qb, d, m_indices)
+    deep_gemm.m_grouped_fp8_gemm_nt_contiguous(qa, qb, d, m_indices, config=config)
     valid = m_indices >= 0
     ref = grouped_reference(qa, qb, m_indices)
     assert not torch.isnan(d[valid]).any(), "valid rows left unwritten"
+    # 128-row blocks that are all padding are skipped, whatever the tile height
+    blocks = m_indices.view(-1, 128)
+    skipped = (blocks < 0).all(dim=1).repeat_interleave(128)
+    assert torch.isnan(d[skipped]).all(), "an all-padding block was written"
     assert rel_fro_error(d[valid].double(), ref[valid]) < BF16_TOL
     return qa, qb, m_indices, d
 
@@ -90,7 +94,19 @@ def test_contiguous_odd_n_and_bitwise_repeat():
     assert torch.equal(d[valid], again[valid])
 
 
-def test_contiguous_out_of_range_ids_are_skipped_safely():
+# 256-row tiles: a tile whose two 128-row halves belong to different experts runs once per expert.
+TWO_EXPERT_TILES = [Fp8GemmConfig(256, 128, 3, 2, kind=KIND_CONTIGUOUS),
+                    Fp8GemmConfig(256, 96, 3, 2, PAIR_N, kind=KIND_CONTIGUOUS)]
+
+
+@pytest.mark.parametrize("config", TWO_EXPERT_TILES, ids=lambda c: c.kernel_name())
+@pytest.mark.parametrize("sizes", [[128, 256, 128], [300, 0, 129, 1000, 77, 0], [640] * 4, [100] * 9])
+def test_contiguous_256_row_tiles_across_experts(sizes, config):
+    check_contiguous(sizes, 1000, 896, config)
+
+
+@pytest.mark.parametrize("config", [None] + TWO_EXPERT_TILES, ids=lambda c: c.kernel_name() if c else "auto")
+def test_contiguous_out_of_range_ids_are_skipped_safely(config):
     sizes = [256, 256, 256]
     m_indices = contiguous_layout(sizes)
     m_indices[256:384] = 7        # not an expert: the block must be skipped, not read out of bounds
@@ -99,7 +115,7 @@ def test_contiguous_out_of_range_ids_are_skipped_safely():
     a = torch.randn(m_indices.numel(), k, device="cuda", dtype=torch.bfloat16)
     qa, qb = deep_gemm.per_token_cast_to_fp8(a), expert_weights(3, n, k)
     d = torch.full((m_indices.numel(), n), float("nan"), device="cuda", dtype=torch.bfloat16)
-    deep_gemm.m_grouped_fp8_gemm_nt_contiguous(qa, qb, d, m_indices)
+    deep_gemm.m_grouped_fp8_gemm_nt_contiguous(qa, qb, d, m_indices, config=config)
     torch.cuda.synchronize()
     valid = (m_indices >= 0) & (m_indices < 3)
     ref = reference.m_grouped_fp8_gemm_nt_contiguous(*qa, *qb, torch.where(valid, m_indices, -1),

@@ -15,7 +15,8 @@ from deep_gemm.heuristics import fp8_gemm as h
 from deep_gemm.jit.compiler import CompiledKernel
 from deep_gemm.kernels import fp8_gemm as kernel
 from deep_gemm.kernels.fp8_gemm import (EPI_DIRECT, EPI_DIRECT_ACCUMULATE, EPI_TMA_REDUCE, EPI_TMA_STORE,
-                                        MAX_ACCUMULATOR_FLOATS, MAX_SMEM, PAIR_M, PAIR_N, PAIR_NONE, Fp8GemmConfig)
+                                        KIND_CONTIGUOUS, KIND_DENSE, KIND_MASKED, MAX_ACCUMULATOR_FLOATS, MAX_SMEM, PAIR_M,
+                                        PAIR_N, PAIR_NONE, Fp8GemmConfig)
 
 DEEPSEEK_NK = [(2112, 7168), (576, 7168), (7168, 576), (24576, 1536), (32768, 512), (7168, 16384), (4096, 7168),
                (7168, 2048)]
@@ -130,6 +131,23 @@ def test_big_shapes_fill_the_machine():
             est = h.estimate(cfg, m, n, k)
             used = (est.waves - 1 + est.last_wave_fill) / est.waves
             assert used >= 0.85, (m, n, k, cfg, est)
+
+
+def test_contiguous_two_expert_tiles_cost_a_pass_per_expert_boundary():
+    # A 256-row tile whose halves have two experts runs twice; the host cannot see where experts
+    # start, so the model charges every boundary. With many small experts that doubles the work.
+    tile = h.sized(Fp8GemmConfig(256, 128, 1, 2, kind=KIND_CONTIGUOUS), 4096, 7168)
+    assert tile.two_expert_tiles
+    base = h.estimate(tile, 32768, 4096, 7168, experts=1)
+    few = h.estimate(tile, 32768, 4096, 7168, experts=4)
+    many = h.estimate(tile, 32768, 4096, 7168, experts=256)
+    assert base.cycles <= few.cycles < 1.05 * base.cycles and few.bytes_l2 > base.bytes_l2
+    assert many.cycles > 1.9 * base.cycles
+    picks = h.ranked_configs(32768, 4096, 7168, False, EPI_TMA_STORE, 132, KIND_CONTIGUOUS, 256)
+    assert picks[0].block_m <= 128
+    # the dense kind has no experts, and the masked kind never takes 256-row tiles
+    assert h.estimate(dataclasses.replace(tile, kind=KIND_DENSE), 32768, 4096, 7168, experts=256).cycles == base.cycles
+    assert all(c.block_m <= 128 for c in h.ranked_configs(256, 4096, 7168, False, EPI_TMA_STORE, 132, KIND_MASKED, 8))
 
 
 def test_choose_config_is_deterministic():

@@ -25,8 +25,9 @@ import functools
 import itertools
 import math
 
-from ..kernels.fp8_gemm import (BLOCK_K, EPI_TMA_STORE, KIND_DENSE, KIND_MASKED, MAX_ACCUMULATOR_FLOATS, MAX_SMEM,
-                                PAIR_M, PAIR_N, PAIR_NONE, Fp8GemmConfig, valid_block_n)
+from ..kernels.fp8_gemm import (BLOCK_K, EPI_TMA_STORE, KIND_CONTIGUOUS, KIND_DENSE, KIND_MASKED,
+                                MAX_ACCUMULATOR_FLOATS, MAX_SMEM, PAIR_M, PAIR_N, PAIR_NONE, Fp8GemmConfig,
+                                valid_block_n)
 
 FLOPS_PER_CYCLE = 8192          # dense FP8 wgmma per SM per cycle (1979 TFLOP/s / 132 SMs / 1.83 GHz)
 L2_BYTES_PER_CYCLE = 48.0       # L2 -> SM operand bandwidth per SM
@@ -38,12 +39,12 @@ TILE_OVERHEAD_CYCLES = 600      # epilogue staging + pipeline refill per tile (p
 # serial with one m64 slice per warpgroup (the tensor cores wait for the FFMAs), and serial with two
 # slices taking turns (the other warpgroup's wgmmas fill the gap: nothing measurable is lost).
 PIPELINED_EFFICIENCY_LOSS = 1.1
-SERIAL_EFFICIENCY_LOSS = 1.15
+SERIAL_EFFICIENCY_LOSS = 1.2
 SERIAL_TWO_SLICE_LOSS = 1.0
 # Shared-memory bandwidth per SM per cycle, which a k-block's traffic competes for: TMA writes the
 # A and B tiles once, and every m64 wgmma slice reads its 64 A rows and the whole B tile again. It
 # is what makes narrow tiles slow (64x128: 48 KB per 256 tensor cycles) and 256x128 the best tile.
-SMEM_BYTES_PER_CYCLE = 112.0
+SMEM_BYTES_PER_CYCLE = 120.0
 # Tiles whose promotion selects a B scale per column group at run time (Fp8GemmConfig.
 # selects_scales_per_column): the selects cost about as much as the FFMAs they feed.
 SCALE_SELECT_LOSS = 1.2
@@ -91,10 +92,15 @@ def resident_clusters(num_sms: int, cluster: int) -> int:
     return max(1, min(num_sms // cluster, full * num_sms // 132))
 
 
-def estimate(cfg: Fp8GemmConfig, m: int, n: int, k: int, groups: int = 1) -> Estimate:
-    """`groups` independent problems of m x n x k (masked grouped GEMM: m = rows per expert)."""
+def estimate(cfg: Fp8GemmConfig, m: int, n: int, k: int, groups: int = 1, experts: int = 1) -> Estimate:
+    """`groups` independent problems of m x n x k (masked grouped GEMM: m = rows per expert).
+    `experts`: for the contiguous kind, how many experts share the m rows."""
     bm, bn, split = cfg.block_m, cfg.block_n, cfg.split_k
     mb, nb = math.ceil(m / bm), math.ceil(n / bn)
+    if cfg.two_expert_tiles:
+        # The host cannot see where experts start (m_indices lives on the device): count the worst
+        # case, every boundary between experts inside a 256-row tile, which runs that tile twice.
+        mb += min(experts - 1, mb)
     if cfg.pair_axis == PAIR_M:
         mb = 2 * math.ceil(mb / 2)
     elif cfg.pair_axis == PAIR_N:
@@ -114,8 +120,8 @@ def estimate(cfg: Fp8GemmConfig, m: int, n: int, k: int, groups: int = 1) -> Est
     compute = 2 * bm * bn * BLOCK_K / FLOPS_PER_CYCLE
     # A k-block takes the longer of its tensor-core time (with what the promotion costs) and its
     # shared-memory traffic. Fitted with tools/fit_model.py to the H200 sweeps in benchmarks/results
-    # (benchmarks/NOTES.md, session 4): the pick is the measured best or within 1% of it at M=4096;
-    # the M<=128 picks are unchanged from the earlier fit (mean regret 3.6%).
+    # (benchmarks/NOTES.md, session 5: dense M=4096 and M=8192/32768, contiguous 4 and 32 experts):
+    # mean regret 0.7%, worst 3%; the M<=128 picks are unchanged from the earlier fits.
     if cfg.pipelined:
         compute *= PIPELINED_EFFICIENCY_LOSS
     else:
@@ -166,11 +172,12 @@ def sized(cfg: Fp8GemmConfig, n: int, k: int) -> Fp8GemmConfig | None:
 def candidates(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms: int, kind: int = KIND_DENSE):
     """Every config the kernel can run for this problem, with the most stages that fit. For the
     grouped kinds, m is the total row count (masked: experts x expected rows per expert); their
-    experts are 128-row aligned, so block_m divides 128, and pairs share an expert (N pairs only)."""
+    experts are 128-row aligned, so block_m divides 128 (contiguous: or is 256, two 128-row
+    warpgroups), and pairs share an expert (N pairs only)."""
     kb = math.ceil(k / BLOCK_K)
     # Split-K runs the dense and masked kinds (masked: m is the expected total, tiles per expert).
     splits = range(1, MAX_SPLIT_K + 1) if kind in (KIND_DENSE, KIND_MASKED) and num_sms >= 2 else (1,)
-    for bm in ((64, 128, 256) if kind == KIND_DENSE else (64, 128)):
+    for bm in ((64, 128) if kind == KIND_MASKED else (64, 128, 256)):
         wg = 1 if bm == 64 else 2
         for bn in BLOCK_NS:
             for pair in (PAIR_NONE, PAIR_M, PAIR_N):
@@ -197,12 +204,13 @@ def ranked_configs(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms
                    groups: int = 1) -> tuple:
     """Every runnable config, best predicted first (ties: fewer bytes, then larger tiles).
     Masked kind: m is the rows per expert and `groups` the experts (that many independent m x n x k
-    problems); the dense and contiguous kinds give all rows in m and ignore `groups`."""
+    problems); the dense and contiguous kinds give all rows in m (contiguous: `groups` experts)."""
+    experts = groups if kind == KIND_CONTIGUOUS else 1
     if kind != KIND_MASKED:
         groups = 1
     scored = []
     for cfg in candidates(m * groups, n, k, out_f32, epilogue, num_sms, kind):
-        est = estimate(cfg, m, n, k, groups)
+        est = estimate(cfg, m, n, k, groups, experts)
         scored.append(((round(est.cycles, -1), est.bytes_l2, -cfg.block_m * cfg.block_n), cfg))
     if not scored:
         raise ValueError(f"no FP8 GEMM config fits shared memory for M={m}, N={n}, K={k}")

@@ -111,6 +111,12 @@ class Fp8GemmConfig:
     def out_bytes(self) -> int:
         return 4 if self.out_f32 else 2
 
+    @property
+    def two_expert_tiles(self) -> bool:
+        """Contiguous 256-row tiles: each warpgroup's 128 rows have one expert, but the two may
+        differ, and such a tile is computed once per expert (TileScheduler::kTwoExpertTiles)."""
+        return self.kind == KIND_CONTIGUOUS and self.block_m == 256 and self.wg_m == 128
+
     def selects_scales_per_column(self) -> bool:
         """The promotion picks each column group's B scale at run time (tiles that straddle two
         scale blocks, in the pipelined loop or with too many boundary positions to compile)."""
@@ -168,8 +174,9 @@ class Fp8GemmConfig:
         if self.num_sms < self.cluster or (self.pair_axis != PAIR_NONE and self.num_sms % 2):
             problems.append(f"num_sms={self.num_sms} must be at least the cluster size {self.cluster} "
                             f"(and even with multicast pairs)")
-        if self.kind != KIND_DENSE and (self.pair_axis == PAIR_M or 128 % self.block_m):
-            problems.append("grouped GEMMs need block_m dividing 128 (experts are 128-row aligned) and no M pairing")
+        if self.kind != KIND_DENSE and (self.pair_axis == PAIR_M or (128 % self.block_m and not self.two_expert_tiles)):
+            problems.append("grouped GEMMs need block_m dividing 128 (experts are 128-row aligned; contiguous "
+                            "layouts also take 256-row tiles of two 128-row warpgroups) and no M pairing")
         if self.kind == KIND_MASKED and self.epilogue not in (EPI_TMA_STORE, EPI_DIRECT):
             problems.append("masked grouped GEMMs store their output (no accumulation)")
         if not 1 <= self.split_k <= 8:

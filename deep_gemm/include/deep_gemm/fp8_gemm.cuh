@@ -117,8 +117,9 @@ struct Fp8GemmConfig {
     static_assert(PAIR_AXIS != 1 || BLOCK_N % 16 == 0, "multicast of B splits the tile into two halves of 8-row groups");
     static_assert(PAIR_AXIS != 2 || BLOCK_M % 16 == 0, "multicast of A splits the tile into two halves of 8-row groups");
     static_assert(!PIPELINED || STAGES >= 3, "the pipelined main loop holds two stages at a time");
-    static_assert(KIND == kGemmDense || (PAIR_AXIS != 1 && 128 % BLOCK_M == 0),
-                  "grouped GEMMs: experts are 128-row aligned, so BLOCK_M divides 128; pairs share an expert");
+    static_assert(KIND == kGemmDense || (PAIR_AXIS != 1 && (128 % BLOCK_M == 0 || WG_M == 128)),
+                  "grouped GEMMs: experts are 128-row aligned, so a math warpgroup's rows have one expert; "
+                  "pairs share an expert");
     static_assert(KIND != kGemmGroupedMasked || EPILOGUE == kEpilogueTmaStore || EPILOGUE == kEpilogueDirect,
                   "masked grouped GEMMs store their output (no accumulation)");
     static_assert(!(EPILOGUE == kEpilogueTmaReduce || EPILOGUE == kEpilogueDirectAccumulate) || OUT_F32,
@@ -583,11 +584,13 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
         u32 buf = 0, expert;   // buf: parity of this CTA's tile count
         Scheduler scheduler(p.m, p.n, p.raster_group, p.grouped_layout, p.num_groups, p.m);
         bool has_tile = scheduler.next(m_block, n_block, expert);
+        u32 halves = scheduler.halves;   // the 128-row halves this pass stores (two-expert tiles)
         if (has_tile) prefetch_sfb(n_block, expert, sfb_base);
         while (has_tile) {
             const u32 m0 = m_block * BLOCK_M, n0 = n_block * BLOCK_N;
             u32 next_m_block, next_n_block, next_expert;
             const bool has_next = scheduler.next(next_m_block, next_n_block, next_expert);
+            const u32 next_halves = scheduler.halves;
             // This tile's scales have landed (for every thread), and every thread is past the
             // previous tile, whose buffer the next prefetch overwrites.
             cp_async_wait_all();
@@ -661,7 +664,9 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
 
             // ------------------------------------------------------------ epilogue
             const u32 wg_row0 = m0 + warpgroup * Cfg::WG_M;
-            if constexpr (SPLIT_K > 1) {
+            if (Scheduler::kTwoExpertTiles && !((halves >> warpgroup) & 1)) {
+                // this warpgroup's rows belong to another pass's expert (or are padding)
+            } else if constexpr (SPLIT_K > 1) {
                 reduce_split_k_tile<Cfg, M64, NUM_ACC>(p, smem, acc, part_ready_bar, part_free_bar, buf,
                                          m0, n0, expert);
             } else if constexpr (Cfg::TMA_EPILOGUE) {
@@ -681,6 +686,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
             }
             buf ^= 1;
             m_block = next_m_block, n_block = next_n_block, expert = next_expert, has_tile = has_next;
+            halves = next_halves;
         }
         if constexpr (Cfg::TMA_EPILOGUE) {
             if (wg_thread == 0) tma_store_wait_all();

@@ -10,8 +10,10 @@ namespace deep_gemm {
 enum GemmKind : u32 {
     kGemmDense = 0,
     // A = [M_sum, K], all experts' rows back to back; grouped_layout[row] = expert of that row, -1 for
-    // padding. Experts start at multiples of 128 rows, so a tile of 64 or 128 rows has one expert
-    // (that of its first row). Tiles whose expert is not in [0, num_groups) are skipped.
+    // padding. Experts start at multiples of 128 rows, so each 128-row block has one expert (that
+    // of its first row); blocks whose expert is not in [0, num_groups) are skipped. A 256-row tile
+    // is two such blocks, one per math warpgroup: when they belong to different experts the tile
+    // is walked twice, once per expert, and each pass stores only its own block (`halves`).
     kGemmGroupedContiguous = 1,
     // A = [G, M_max, K]; grouped_layout[g] = valid rows of expert g (read on the device, clamped to
     // [0, M_max]), so the host never synchronizes and CUDA graphs can replay with new counts.
@@ -28,6 +30,8 @@ struct TileScheduler {
     static_assert(kKind == kGemmDense || kPairAxis != 1, "grouped GEMMs multicast along N only");
     static_assert(kSplitK == 1 || kPairAxis == 0, "a cluster either pairs tiles or splits K, not both");
     static constexpr u32 kClusterSize = kPairAxis != 0 ? 2 : kSplitK;
+    // Contiguous 256-row tiles may hold two experts' blocks (see GemmKind).
+    static constexpr bool kTwoExpertTiles = kKind == kGemmGroupedContiguous && kBlockM == 256;
 
     u32 num_m_units, num_n_units, num_units;
     u32 group;        // N units per raster group
@@ -38,9 +42,16 @@ struct TileScheduler {
     u32 num_groups, m_max;
     // masked walk: the expert whose units contain `unit`, and where its units start
     u32 cur_expert, expert_first_unit, expert_units;
+    u32 m_rows;
+    // Which 128-row halves of the last tile given are to be stored (bit h: half h); always both
+    // unless kTwoExpertTiles. A second pass over the same tile, for the expert of its upper half,
+    // is pending when second_pass_expert >= 0.
+    u32 halves = 0b11;
+    i32 second_pass_expert = -1;
+    u32 second_pass_m, second_pass_n;
 
     DG_DEVICE TileScheduler(u32 m, u32 n, u32 raster_group, const i32* grouped_layout, u32 groups, u32 rows_per_group)
-        : layout(grouped_layout), num_groups(groups), m_max(rows_per_group) {
+        : layout(grouped_layout), num_groups(groups), m_max(rows_per_group), m_rows(m) {
         const u32 n_blocks = ceil_div(n, kBlockN);
         num_n_units = kPairAxis == 2 ? ceil_div(n_blocks, 2u) : n_blocks;
         const u32 m_blocks = ceil_div(m, kBlockM);
@@ -78,7 +89,17 @@ struct TileScheduler {
     // left. Both CTAs of a cluster get the same sequence of units; a tile past the matrix edge is
     // still walked (its loads read zeros, its stores are clipped) so multicast partners stay in step.
     // For the masked kind m_block counts within the expert's rows.
+    DG_DEVICE bool valid_expert(i32 id) const { return id >= 0 && static_cast<u32>(id) < num_groups; }
+
     DG_DEVICE bool next(u32& m_block, u32& n_block, u32& expert) {
+        if constexpr (kTwoExpertTiles) {
+            if (second_pass_expert >= 0) {
+                m_block = second_pass_m, n_block = second_pass_n, expert = static_cast<u32>(second_pass_expert);
+                halves = 0b10;
+                second_pass_expert = -1;
+                return true;
+            }
+        }
         while (true) {
             u32 m_unit, n_unit;
             if constexpr (kKind == kGemmGroupedMasked) {
@@ -97,9 +118,21 @@ struct TileScheduler {
             m_block = kPairAxis == 1 ? m_unit * 2 + rank : m_unit;
             n_block = kPairAxis == 2 ? n_unit * 2 + rank : n_unit;
             unit += stride;
-            if constexpr (kKind == kGemmGroupedContiguous) {
+            if constexpr (kTwoExpertTiles) {
+                const u32 upper_row = m_block * kBlockM + 128;
+                const i32 lo = __ldg(layout + m_block * kBlockM);
+                const i32 hi = upper_row < m_rows ? __ldg(layout + upper_row) : -1;
+                const bool lo_ok = valid_expert(lo), hi_ok = valid_expert(hi);
+                if (!lo_ok && !hi_ok) continue;   // padding: skip the tile
+                halves = (lo_ok ? 0b01u : 0u) | (hi_ok ? 0b10u : 0u);
+                expert = static_cast<u32>(lo_ok ? lo : hi);
+                if (lo_ok && hi_ok && lo != hi) {
+                    halves = 0b01;
+                    second_pass_expert = hi, second_pass_m = m_block, second_pass_n = n_block;
+                }
+            } else if constexpr (kKind == kGemmGroupedContiguous) {
                 const i32 id = __ldg(layout + m_block * kBlockM);
-                if (id < 0 || static_cast<u32>(id) >= num_groups) continue;   // padding: skip the tile
+                if (!valid_expert(id)) continue;   // padding: skip the tile
                 expert = static_cast<u32>(id);
             }
             return true;
