@@ -1,6 +1,8 @@
 """The cubin rewrite of tools/variant_probe.py, on a kernel compiled here: it may touch only the
 yield and reuse bits of promotion FFMAs, and it must touch them."""
+import os
 import struct
+import subprocess
 import sys
 from pathlib import Path
 
@@ -42,3 +44,21 @@ def test_rewrite_touches_only_ffma_scheduling_bits(cubin, may_yield):
     for off, size in text + [(len(cubin), 0)]:
         assert out[start:off] == cubin[start:off], "bytes outside the .text sections changed"
         start = off + size
+
+
+@pytest.mark.parametrize("patch", [variant_probe.package_without_promotion,
+                                   lambda dst: variant_probe.package_with_stagger(dst, 256)],
+                         ids=["no_promotion", "stagger256"])
+def test_source_variants_still_compile(tmp_path, patch):
+    """The source rewrites find their anchors in today's kernel, and the result compiles (in a
+    child process, so the patched package never mixes with the one under test)."""
+    patch(tmp_path)
+    header = Path("deep_gemm") / "include" / "deep_gemm" / "fp8_gemm.cuh"
+    assert (tmp_path / header).read_text() != (variant_probe.REPO / header).read_text()
+    code = ("import deep_gemm, sys; from deep_gemm.kernels.fp8_gemm import Fp8GemmConfig; "
+            f"assert deep_gemm.__file__.startswith({str(tmp_path)!r}), deep_gemm.__file__; "
+            "k = Fp8GemmConfig(256, 128, 3, 2).build(); "
+            "assert 'fp8_gemm_kernel' in k.symbol and not k.resources.get('spill_stores'), k.resources")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path), DG_JIT_CACHE_DIR=str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
