@@ -2,12 +2,12 @@
 searches some of its constants. Runs on the CPU.
 
     python3 tools/fit_model.py benchmarks/results/2026-11-28_H200_s4_sweep_wide.json ... \\
-        [--grid "SERIAL_TWO_SLICE_LOSS=1.0,1.1,1.2;PAIR_COMPUTE_LOSS=1.0,1.03"]
+        [--grid "SMEM_BYTES_PER_CYCLE=112,120;SERIAL_EFFICIENCY_LOSS=1.15,1.2"]
 
 For each shape, the "pick" is the measured config that the model's ranking (ties broken as the
 heuristic breaks them) puts first; its regret is how much slower it ran than the fastest measured
-config of that shape. A model is good when the mean regret
-is small (its absolute time predictions matter less: only the order is used).
+config of that shape. A model is good when the mean regret is small (its absolute time
+predictions matter less: only the order is used).
 """
 from __future__ import annotations
 

@@ -175,8 +175,9 @@ def _masked(a, b, d, masked_m, expected_m, recipe, config, names) -> None:
         raise ValueError(f"masked_m: expected a contiguous tensor, got stride {masked_m.stride(0)}")
     epilogue = _epilogue(d)
     if epilogue == kernel.EPI_DIRECT and d.stride(0) != m_max * d.stride(1):
-        raise ValueError(f"{names[2]}: with N={n} not a multiple of 8, d must be contiguous across experts "
-                         f"(stride(0) == M_max * stride(1)), got strides {tuple(d.stride())}")
+        raise ValueError(f"{names[2]}: rows that are not 16-byte aligned take the direct-store epilogue, which "
+                         f"needs d contiguous across experts (stride(0) == M_max * stride(1)), got strides "
+                         f"{tuple(d.stride())}")
     sfa_given = sfa
     sfa = get_mn_major_tma_aligned_tensor(sfa)
     hint = max(1, min(expected_m, m_max))
