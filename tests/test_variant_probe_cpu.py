@@ -47,8 +47,9 @@ def test_rewrite_touches_only_ffma_scheduling_bits(cubin, may_yield):
 
 
 @pytest.mark.parametrize("patch", [variant_probe.package_without_promotion,
+                                   variant_probe.package_without_mma,
                                    lambda dst: variant_probe.package_with_stagger(dst, 256)],
-                         ids=["no_promotion", "stagger256"])
+                         ids=["no_promotion", "no_mma", "stagger256"])
 def test_source_variants_still_compile(tmp_path, patch):
     """The source rewrites find their anchors in today's kernel, and the result compiles (in a
     child process, so the patched package never mixes with the one under test)."""

@@ -11,6 +11,8 @@ Variants (timing experiments only: some give wrong results on purpose):
                   if promotion were free
   ffma_yield_all  every promotion FFMA (runs of 8 or more) marked "may yield", operand reuse off
   ffma_no_yield   every promotion FFMA marked "do not yield"
+  no_mma          the wgmmas not issued at all (results garbage): the memory pipeline, scale
+                  reads, promotion and epilogue alone, i.e. what the kernel costs apart from math
   staggerN        at every tile start the second math warpgroup waits for the tile's first stage,
                   then spins N more cycles before its first wgmma: tests whether the two
                   warpgroups phase-lock (both promoting while the tensor cores idle)
@@ -72,6 +74,16 @@ def package_without_promotion(dst: Path) -> None:
     path.write_text(source)
 
 
+def package_without_mma(dst: Path) -> None:
+    shutil.copytree(REPO / "deep_gemm", dst / "deep_gemm")
+    path = dst / "deep_gemm" / "include" / "deep_gemm" / "fp8_gemm.cuh"
+    anchor = "auto issue = [&](u32 s, auto buf, auto first, auto count) {"
+    source = path.read_text()
+    if source.count(anchor) != 1:
+        raise SystemExit(f"no_mma: expected one '{anchor}' in {path}")
+    path.write_text(source.replace(anchor, anchor + " if (s < 0xFFFFFFFFu) return;"))
+
+
 def package_with_stagger(dst: Path, cycles: int) -> None:
     shutil.copytree(REPO / "deep_gemm", dst / "deep_gemm")
     path = dst / "deep_gemm" / "include" / "deep_gemm" / "fp8_gemm.cuh"
@@ -112,12 +124,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for mode in args.variants.split(","):
             stagger = re.fullmatch(r"stagger(\d+)", mode)
-            if mode not in ("baseline", "no_promotion", "ffma_yield_all", "ffma_no_yield") and not stagger:
+            if mode not in ("baseline", "no_promotion", "no_mma", "ffma_yield_all", "ffma_no_yield") and not stagger:
                 raise SystemExit(f"unknown variant {mode}")
             root = REPO
             if mode == "no_promotion":
                 root = Path(tmp) / mode
                 package_without_promotion(root)
+            elif mode == "no_mma":
+                root = Path(tmp) / mode
+                package_without_mma(root)
             elif stagger:
                 root = Path(tmp) / mode
                 package_with_stagger(root, int(stagger.group(1)))
