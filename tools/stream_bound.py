@@ -56,11 +56,17 @@ TILE_CASES = ((64, 2112, 7168, 72, 4), (64, 4096, 7168, 112, 3), (64, 7168, 1638
               (128, 7168, 16384, 112, 2), (64, 24576, 1536, 128, 1))
 
 
+ENTRIES = ("stream_bound_kernel", "stream_tiles_kernel")
+
+
+def source() -> str:
+    return ("#include <deep_gemm/ptx.cuh>\n" + (HERE / "stream_bound.cuh").read_text()
+            + layout_asserts("deep_gemm::StreamBoundParams", StreamBoundParams) + "\n"
+            + layout_asserts("deep_gemm::StreamTilesParams", StreamTilesParams) + "\n")
+
+
 def kernel(entry: str = "stream_bound_kernel"):
-    source = ("#include <deep_gemm/ptx.cuh>\n" + (HERE / "stream_bound.cuh").read_text()
-              + layout_asserts("deep_gemm::StreamBoundParams", StreamBoundParams) + "\n"
-              + layout_asserts("deep_gemm::StreamTilesParams", StreamTilesParams) + "\n")
-    return runtime.get_kernel(f"tools_{entry}", source, f"&deep_gemm::{entry}")
+    return runtime.get_kernel(f"tools_{entry}", source(), f"&deep_gemm::{entry}")
 
 
 def tiles_us(k, n: int, kk: int, rows: int, split: int, depth: int) -> float:
