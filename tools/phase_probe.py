@@ -17,13 +17,13 @@ figure is the median over them.
 """
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from variant_probe import package_with_insertions
+
 PHASES = ("setup", "scales", "k-loop", "siblings", "epilogue", "exit")
 MAX_CTAS = 1024
 
@@ -35,11 +35,10 @@ ANCHORS = (
     ("            // ------------------------------------------------------------ epilogue", 3),
     ("    mbar_wait_cluster(ready_bar, phase);", 4),
     ("            buf ^= 1;", 5),
+    ("(Reconverge first: the cluster barrier is warp-aligned.)", 6),
 )
-FIRST_FULL = ("auto wait_full = [&](u32 it) { mbar_wait(&full_bars[it % STAGES], (it / STAGES) & 1); };",
-              "auto wait_full = [&](u32 it) { mbar_wait(&full_bars[it % STAGES], (it / STAGES) & 1); "
-              "if (it == 0) DG_STAMP(7); };")
-EXIT_ANCHOR = "    __syncwarp();\n    if constexpr (CLUSTER > 1) cluster_sync();\n}"
+# the first stage's arrival, stamped inside the wait lambda
+FIRST_FULL = "auto wait_full = [&](u32 it) { mbar_wait(&full_bars[it % STAGES], (it / STAGES) & 1);"
 
 STAMP_DECL = f"""
 extern "C" __device__ unsigned long long dg_phase_clock[{MAX_CTAS} * 8];
@@ -52,19 +51,9 @@ extern "C" __device__ unsigned long long dg_phase_time[{MAX_CTAS} * 8];
 
 
 def patch(dst: Path) -> None:
-    shutil.copytree(REPO / "deep_gemm", dst / "deep_gemm")
-    path = dst / "deep_gemm" / "include" / "deep_gemm" / "fp8_gemm.cuh"
-    source = path.read_text()
-    source = source.replace("namespace deep_gemm {", STAMP_DECL + "\nnamespace deep_gemm {", 1)
-    if source.count(FIRST_FULL[0]) != 1:
-        raise SystemExit(f"phase_probe: expected one wait_full lambda in {path}")
-    source = source.replace(*FIRST_FULL)
-    for anchor, i in ANCHORS + ((EXIT_ANCHOR, 6),):
-        if source.count(anchor) != 1:
-            raise SystemExit(f"phase_probe: expected one '{anchor.strip()}' in {path}, found {source.count(anchor)}")
-        stamped = f"    DG_STAMP({i});\n" + anchor if anchor == EXIT_ANCHOR else anchor + f"\n DG_STAMP({i});"
-        source = source.replace(anchor, stamped)
-    path.write_text(source)
+    package_with_insertions(dst, "phase_probe", [("#include <deep_gemm/wgmma.cuh>\n", STAMP_DECL),
+                                                 (FIRST_FULL, " if (it == 0) DG_STAMP(7);")]
+                            + [(anchor, f"\n DG_STAMP({i});") for anchor, i in ANCHORS])
 
 
 CHILD = r"""

@@ -74,26 +74,29 @@ def package_without_promotion(dst: Path) -> None:
     path.write_text(source)
 
 
-def package_with_insertion(dst: Path, variant: str, anchor: str, insertion: str) -> None:
-    """A copy of the package whose kernel has `insertion` right after its one `anchor`."""
+def package_with_insertions(dst: Path, variant: str, insertions) -> None:
+    """A copy of the package whose kernel has each (anchor, text) of `insertions` applied: the text
+    goes right after the anchor, which must occur exactly once."""
     shutil.copytree(REPO / "deep_gemm", dst / "deep_gemm")
     path = dst / "deep_gemm" / "include" / "deep_gemm" / "fp8_gemm.cuh"
     source = path.read_text()
-    if source.count(anchor) != 1:
-        raise SystemExit(f"{variant}: expected one '{anchor}' in {path}")
-    path.write_text(source.replace(anchor, anchor + insertion))
+    for anchor, text in insertions:
+        if source.count(anchor) != 1:
+            raise SystemExit(f"{variant}: expected one '{anchor.strip()}' in {path}, found {source.count(anchor)}")
+        source = source.replace(anchor, anchor + text)
+    path.write_text(source)
 
 
 def package_without_mma(dst: Path) -> None:
-    package_with_insertion(dst, "no_mma", "auto issue = [&](u32 s, auto buf, auto first, auto count) {",
-                           " if (s < 0xFFFFFFFFu) return;")
+    package_with_insertions(dst, "no_mma", [("auto issue = [&](u32 s, auto buf, auto first, auto count) {",
+                                             " if (s < 0xFFFFFFFFu) return;")])
 
 
 def package_with_stagger(dst: Path, cycles: int) -> None:
     spin = (" if (warpgroup == 1) { wait_full(iter); u64 t0, t1;"
             " asm volatile(\"mov.u64 %0, %%clock64;\" : \"=l\"(t0));"
             f" do {{ asm volatile(\"mov.u64 %0, %%clock64;\" : \"=l\"(t1)); }} while (t1 - t0 < {cycles}u); }}")
-    package_with_insertion(dst, "stagger", "u32 kb = k_slice_begin();", spin)
+    package_with_insertions(dst, "stagger", [("u32 kb = k_slice_begin();", spin)])
 
 
 # Run inside the child process: installs the cubin rewrite, then the probe.
