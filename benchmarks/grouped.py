@@ -176,7 +176,8 @@ def render_markdown(result: dict) -> str:
     lines = [f"# deep_gemm M-grouped FP8 GEMM vs peers on {card.get('name', 'unknown GPU')}", "",
              f"{result.get('date', '?')} · torch {v.get('torch', '?')} · CUDA {v.get('cuda', '?')} · "
              f"driver {card.get('driver') or '?'} · {card.get('sm_count', '?')} SMs · median of "
-             f"{result.get('settings', {}).get('num_tests', '?')} runs, L2 flushed before each · measured copy "
+             f"{result.get('settings', {}).get('num_tests', '?')} runs, L2 flushed before each by "
+             f"{run.flush_text(result.get('settings', {}).get('l2_flush_bytes'))} · measured copy "
              f"bandwidth {run._fmt(copy / 1e3, 2) + ' TB/s' if copy else 'n/a'} (read + write)", ""]
     lines.append(f"Rows: masked shapes have M_max = {result.get('settings', {}).get('m_max', M_MAX)} rows per "
                  "expert, every expert with the same valid rows; TFLOP/s and bytes count valid rows only. "
@@ -482,7 +483,8 @@ def run_benchmark(shapes: Sequence[GroupedShape], names: Sequence[str], *, num_w
         "peer_labels": {p: LABELS.get(p, p) for p in names},
         "checks": {p: CHECKS.get(p) for p in names},
         "settings": {"num_warmups": num_warmups, "num_tests": num_tests, "m_max": M_MAX, "tolerance": TOL,
-                     "kernel_name": KERNEL_NAME, "statistic": "median"},
+                     "kernel_name": KERNEL_NAME, "statistic": "median",
+                     "l2_flush_bytes": run.recorded_flush_bytes()},
         "system": {},
         "shapes": [],
     }
@@ -533,6 +535,7 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--num-tests", type=int, default=30)
     ap.add_argument("--num-warmups", type=int, default=5)
     ap.add_argument("--no-host", action="store_true", help="skip the host time per call")
+    ap.add_argument("--l2-flush-bytes", help="bytes zeroed before each timed call (default 8e9, as DeepGEMM's harness)")
     return ap
 
 
@@ -542,6 +545,11 @@ def main(argv: "Sequence[str] | None" = None) -> int:
     unknown = [p for p in names if p not in PEERS]
     if unknown or not names:
         print(f"error: unknown peer(s) {unknown}; known: {', '.join(PEERS)}", file=sys.stderr)
+        return 2
+    try:
+        run.apply_flush_bytes(args.l2_flush_bytes)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     if not torch.cuda.is_available():
         print("error: the benchmark needs a CUDA GPU (torch.cuda.is_available() is False)", file=sys.stderr)

@@ -10,6 +10,7 @@
 | DG_JIT_LINEINFO | compile with -lineinfo (for profilers) |
 | DG_PRINT_CONFIGS | print the config the heuristic chose for each new shape |
 | DG_DISABLE_CPU_FALLBACK | raise instead of running the reference path when no Hopper GPU is usable |
+| DG_BENCH_L2_FLUSH_BYTES | bytes the benchmark timers zero before each call to flush L2 (default 8e9, as DeepGEMM's harness) |
 """
 import os
 

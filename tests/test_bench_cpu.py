@@ -351,3 +351,40 @@ def test_peers_run_on_gpu():
         fn, info = peers.PEERS[name](128, 256, 512, "cuda")
         fn()
         assert info["rel_err"] < peers.CHECK_TOL
+
+
+# ---- L2 flush size (DeepGEMM's harness zeroes 8 GB before each call)
+
+
+def test_flush_size_defaults_to_deepgemm_harness_and_reads_the_env(monkeypatch):
+    monkeypatch.delenv("DG_BENCH_L2_FLUSH_BYTES", raising=False)
+    assert bench.l2_flush_bytes() == bench.L2_FLUSH_BYTES == 8_000_000_000
+    monkeypatch.setenv("DG_BENCH_L2_FLUSH_BYTES", "256e6")
+    assert bench.l2_flush_bytes() == 256_000_000
+    monkeypatch.setenv("DG_BENCH_L2_FLUSH_BYTES", "1048576")
+    with pytest.raises(ValueError, match="evict"):
+        bench.l2_flush_bytes()
+    monkeypatch.setenv("DG_BENCH_L2_FLUSH_BYTES", "lots")
+    with pytest.raises(ValueError, match="byte count"):
+        bench.l2_flush_bytes()
+
+
+def test_flush_size_is_cut_to_a_quarter_of_free_memory_but_never_below_the_minimum():
+    gb = 1_000_000_000
+    assert bench.fit_flush_bytes(8 * gb, 140 * gb) == 8 * gb
+    assert bench.fit_flush_bytes(8 * gb, 20 * gb) == 5 * gb
+    assert bench.fit_flush_bytes(8 * gb, 100_000_000) == bench.MIN_L2_FLUSH_BYTES
+    assert bench.fit_flush_bytes(8 * gb + 3, 140 * gb) % 4 == 0
+
+
+def test_cli_flush_option_is_checked_and_handed_to_the_timer(monkeypatch):
+    monkeypatch.delenv("DG_BENCH_L2_FLUSH_BYTES", raising=False)
+    with pytest.raises(ValueError, match="--l2-flush-bytes"):
+        run.apply_flush_bytes("1000")
+    import os
+    assert "DG_BENCH_L2_FLUSH_BYTES" not in os.environ   # a rejected value leaves nothing behind
+    run.apply_flush_bytes("256e6")
+    assert os.environ["DG_BENCH_L2_FLUSH_BYTES"] == "256e6"
+    assert run.flush_text(8_000_000_000) == "a 8.00 GB memset"
+    assert run.flush_text(256_000_000) == "a 256 MB memset"
+    assert run.build_parser().parse_args(["--l2-flush-bytes", "2e9"]).l2_flush_bytes == "2e9"

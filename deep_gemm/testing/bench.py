@@ -20,19 +20,29 @@ import torch
 __all__ = [
     "HOST_LEAD_CYCLES",
     "L2_FLUSH_BYTES",
+    "MIN_L2_FLUSH_BYTES",
     "Timer",
     "bench",
     "bench_kineto",
     "bench_kineto_total",
+    "effective_l2_flush_bytes",
+    "fit_flush_bytes",
     "l2_flush",
+    "l2_flush_bytes",
     "summarize",
 ]
 
-# H100/H200 have a 50 MB L2; writing 256 MB evicts every line several times over, so each timed call
-# starts from HBM like it would inside a real model where other layers ran in between.
-L2_FLUSH_BYTES = int(256e6)
+# Before each timed call the L2 is flushed by zeroing a buffer much larger than the 50 MB L2. The
+# default size is DeepGEMM's: its harness (the one behind DESIGN.md's DeepGEMM figures) zeroes 8 GB
+# before every call, about 2 ms of memory-bound work. On a power-capped H200 that matters for long
+# kernels: in one run 4096x7168x16384 measured 1358 TFLOP/s after 8 GB flushes and 1218 after 256 MB
+# ones, while kernels under ~0.2 ms did not move (benchmarks/NOTES.md, session 7). Figures compared
+# with DeepGEMM's must be timed the same way; DG_BENCH_L2_FLUSH_BYTES=256e6 gives back-to-back ones.
+L2_FLUSH_BYTES = int(8e9)
+# The least that still evicts every line of a 50 MB L2 several times over.
+MIN_L2_FLUSH_BYTES = int(256e6)
 
-_flush_buffers: dict[int, torch.Tensor] = {}
+_flush_buffers: dict[tuple[int, int], torch.Tensor] = {}
 
 
 def _require_cuda(what: str) -> None:
@@ -40,19 +50,51 @@ def _require_cuda(what: str) -> None:
         raise RuntimeError(f"{what} needs a CUDA device, but torch.cuda.is_available() is False")
 
 
+def l2_flush_bytes() -> int:
+    """Requested flush size: DG_BENCH_L2_FLUSH_BYTES (accepts 8e9-style floats) or L2_FLUSH_BYTES."""
+    raw = os.environ.get("DG_BENCH_L2_FLUSH_BYTES", "").strip()
+    if not raw:
+        return L2_FLUSH_BYTES
+    try:
+        n = int(float(raw))
+    except ValueError:
+        raise ValueError(f"DG_BENCH_L2_FLUSH_BYTES must be a byte count like 8e9 or 268435456, got {raw!r}") from None
+    if n < MIN_L2_FLUSH_BYTES:
+        raise ValueError(f"DG_BENCH_L2_FLUSH_BYTES={raw} is below {MIN_L2_FLUSH_BYTES} bytes, which would not "
+                         "evict a Hopper L2")
+    return n
+
+
+def fit_flush_bytes(requested: int, free_bytes: int) -> int:
+    """The flush size to allocate: the request, cut to a quarter of free memory (but at least
+    MIN_L2_FLUSH_BYTES) so that timing never starves the GEMM's own tensors. Pure Python."""
+    return max(MIN_L2_FLUSH_BYTES, min(int(requested), int(free_bytes) // 4)) // 4 * 4
+
+
 def _flush_buffer() -> torch.Tensor:
-    # One buffer per device, allocated once: allocating per call would time the caching allocator
-    # and, on the first calls, cudaMalloc.
+    # One buffer per device and size, allocated once: allocating per call would time the caching
+    # allocator and, on the first calls, cudaMalloc.
     dev = torch.cuda.current_device()
-    buf = _flush_buffers.get(dev)
+    requested = l2_flush_bytes()
+    buf = _flush_buffers.get((dev, requested))
     if buf is None:
-        buf = torch.empty(L2_FLUSH_BYTES // 4, dtype=torch.int, device=torch.device("cuda", dev))
-        _flush_buffers[dev] = buf
+        free, _ = torch.cuda.mem_get_info(dev)
+        size = fit_flush_bytes(requested, free)
+        if size < requested:
+            warnings.warn(f"L2 flush: {requested / 1e9:.2f} GB requested, {size / 1e9:.2f} GB allocated "
+                          f"({free / 1e9:.1f} GB free); long kernels may time slower than with the full flush")
+        buf = torch.empty(size // 4, dtype=torch.int, device=torch.device("cuda", dev))
+        _flush_buffers[(dev, requested)] = buf
     return buf
 
 
+def effective_l2_flush_bytes() -> int:
+    """Bytes each flush zeroes on the current device (allocates the buffer if needed)."""
+    return _flush_buffer().numel() * 4
+
+
 def l2_flush() -> None:
-    """Evict the L2 cache of the current device by zeroing a 256 MB buffer (asynchronous)."""
+    """Evict the L2 cache of the current device by zeroing the flush buffer (asynchronous)."""
     _require_cuda("l2_flush")
     _flush_buffer().zero_()
 
