@@ -1,6 +1,6 @@
 """The cubin rewrite of tools/variant_probe.py, on a kernel compiled here: it may touch only the
 yield and reuse bits of promotion FFMAs, and it must touch them. And the source patches of
-variant_probe.py and phase_probe.py still find their anchors and compile."""
+variant_probe.py, phase_probe.py and stall_probe.py still find their anchors and compile."""
 import os
 import struct
 import subprocess
@@ -13,6 +13,7 @@ from deep_gemm.kernels.fp8_gemm import PAIR_M, Fp8GemmConfig
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import phase_probe  # noqa: E402
+import stall_probe  # noqa: E402
 import variant_probe  # noqa: E402
 
 SCHEDULING_BITS = variant_probe.YIELD_BIT | variant_probe.REUSE_BITS
@@ -51,10 +52,10 @@ def test_rewrite_touches_only_ffma_scheduling_bits(cubin, may_yield):
 @pytest.mark.parametrize("patch", [variant_probe.package_without_promotion,
                                    variant_probe.package_without_mma,
                                    lambda dst: variant_probe.package_with_stagger(dst, 256),
-                                   phase_probe.patch],
-                         ids=["no_promotion", "no_mma", "stagger256", "phase_stamps"])
+                                   phase_probe.patch, stall_probe.patch],
+                         ids=["no_promotion", "no_mma", "stagger256", "phase_stamps", "stall_counters"])
 def test_source_variants_still_compile(tmp_path, patch):
-    """The source rewrites find their anchors in today's kernel, and the result compiles (in a
+    """The source rewrites find their anchors in today's kernel, and the result compiles without spilling (in a
     child process, so the patched package never mixes with the one under test)."""
     patch(tmp_path)
     header = Path("deep_gemm") / "include" / "deep_gemm" / "fp8_gemm.cuh"
