@@ -717,8 +717,8 @@ def recorded_flush_bytes() -> int:
 
 def flush_text(nbytes: "int | None") -> str:
     if not nbytes:
-        return "a memset of unrecorded size"
-    return f"a {nbytes / 1e9:.2f} GB memset" if nbytes >= 1e9 else f"a {nbytes / 1e6:.0f} MB memset"
+        return "zeroing a buffer of unrecorded size"
+    return f"zeroing {nbytes / 1e9:.2f} GB" if nbytes >= 1e9 else f"zeroing {nbytes / 1e6:.0f} MB"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -385,6 +385,6 @@ def test_cli_flush_option_is_checked_and_handed_to_the_timer(monkeypatch):
     assert "DG_BENCH_L2_FLUSH_BYTES" not in os.environ   # a rejected value leaves nothing behind
     run.apply_flush_bytes("256e6")
     assert os.environ["DG_BENCH_L2_FLUSH_BYTES"] == "256e6"
-    assert run.flush_text(8_000_000_000) == "a 8.00 GB memset"
-    assert run.flush_text(256_000_000) == "a 256 MB memset"
+    assert run.flush_text(8_000_000_000) == "zeroing 8.00 GB"
+    assert run.flush_text(256_000_000) == "zeroing 256 MB"
     assert run.build_parser().parse_args(["--l2-flush-bytes", "2e9"]).l2_flush_bytes == "2e9"
