@@ -14,6 +14,7 @@ from deep_gemm.kernels.fp8_gemm import PAIR_M, Fp8GemmConfig
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import phase_probe  # noqa: E402
 import stall_probe  # noqa: E402
+from test_fp8_gemm_compile import CUOBJDUMP, sass  # noqa: E402
 import variant_probe  # noqa: E402
 
 SCHEDULING_BITS = variant_probe.YIELD_BIT | variant_probe.REUSE_BITS
@@ -55,15 +56,31 @@ def test_rewrite_touches_only_ffma_scheduling_bits(cubin, may_yield):
                                    phase_probe.patch, stall_probe.patch],
                          ids=["no_promotion", "no_mma", "stagger256", "phase_stamps", "stall_counters"])
 def test_source_variants_still_compile(tmp_path, patch):
-    """The source rewrites find their anchors in today's kernel, and the result compiles without spilling (in a
-    child process, so the patched package never mixes with the one under test)."""
+    """The source rewrites find their anchors in today's kernel, and the result compiles without
+    spilling (in a child process, so the patched package never mixes with the one under test)."""
+    assert compile_patched(tmp_path, patch).startswith(b"\x7fELF")
+
+
+def compile_patched(tmp_path, patch) -> bytes:
+    """The 256x128 serial kernel of a patched package copy, compiled in a child process: its cubin."""
     patch(tmp_path)
     header = Path("deep_gemm") / "include" / "deep_gemm" / "fp8_gemm.cuh"
     assert (tmp_path / header).read_text() != (variant_probe.REPO / header).read_text()
     code = ("import deep_gemm, sys; from deep_gemm.kernels.fp8_gemm import Fp8GemmConfig; "
             f"assert deep_gemm.__file__.startswith({str(tmp_path)!r}), deep_gemm.__file__; "
             "k = Fp8GemmConfig(256, 128, 3, 2).build(); "
-            "assert 'fp8_gemm_kernel' in k.symbol and not k.resources.get('spill_stores'), k.resources")
+            "assert 'fp8_gemm_kernel' in k.symbol and not k.resources.get('spill_stores'), k.resources; "
+            f"open({str(tmp_path / 'k.cubin')!r}, 'wb').write(k.cubin)")
     env = dict(os.environ, PYTHONPATH=str(tmp_path), DG_JIT_CACHE_DIR=str(tmp_path / "cache"))
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+    return (tmp_path / "k.cubin").read_bytes()
+
+
+@pytest.mark.skipif(CUOBJDUMP is None, reason="cuobjdump not installed (pip install nvidia-cuda-cuobjdump)")
+def test_no_promotion_variant_keeps_the_wgmmas(tmp_path):
+    """A variant whose wgmma results are never read loses its wgmmas to ptxas (sessions 3 and 5
+    timed such a kernel): no_promotion must leave the QGMMAs in place, and only a few FFMAs."""
+    text = sass(compile_patched(tmp_path, variant_probe.package_without_promotion), tmp_path)
+    assert text.count("QGMMA") == 8, "the 256x128 serial loop issues 2 slices x 4 wgmmas"
+    assert text.count("FFMA") < 8

@@ -7,8 +7,8 @@ process, package copy and JIT cache: the experiments behind benchmarks/NOTES.md,
 
 Variants (timing experiments only: some give wrong results on purpose):
   baseline        the kernel as it is
-  no_promotion    the promotion FFMAs removed (acc stays zero): what the main loop would cost
-                  if promotion were free
+  no_promotion    the promotion FFMAs removed but one per slice and k-block (results wrong), which
+                  keeps the wgmmas alive: what the main loop would cost if promotion were free
   ffma_yield_all  every promotion FFMA (runs of 8 or more) marked "may yield", operand reuse off
   ffma_no_yield   every promotion FFMA marked "do not yield"
   no_mma          the wgmmas not issued at all (results garbage): the memory pipeline, scale
@@ -67,7 +67,12 @@ def rewrite_ffma_bits(cubin: bytes, may_yield: bool) -> bytes:
 def package_without_promotion(dst: Path) -> None:
     shutil.copytree(REPO / "deep_gemm", dst / "deep_gemm")
     path = dst / "deep_gemm" / "include" / "deep_gemm" / "fp8_gemm.cuh"
-    source, count = re.subn(r"a\[j \* 4 \+ \d\] \+= t\[j \* 4 \+ \d\] \* s_(lo|hi);", "",
+    # One FFMA per m64 slice and k-block stays (column group 0's first element): without a reader
+    # of their results ptxas deletes the wgmmas too. (Until session 7 all four statements were
+    # removed, and sessions 3 and 5 timed kernels with no wgmmas left.)
+    def keep_first(match):
+        return "if (j == 0) a[0] += t[0] * s_lo;" if match.group(1) == "0" else ""
+    source, count = re.subn(r"a\[j \* 4 \+ (\d)\] \+= t\[j \* 4 \+ \d\] \* s_(?:lo|hi);", keep_first,
                             path.read_text())
     if count != 4:
         raise SystemExit(f"no_promotion: expected 4 promotion statements in {path}, found {count}")
@@ -124,19 +129,17 @@ def main() -> int:
     ap.add_argument("--configs", nargs="+", required=True)
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in args.variants.split(","):
+        # A variant may be listed more than once (A B A B): each pass gets its own package copy.
+        for i, mode in enumerate(args.variants.split(",")):
             stagger = re.fullmatch(r"stagger(\d+)", mode)
             if mode not in ("baseline", "no_promotion", "no_mma", "ffma_yield_all", "ffma_no_yield") and not stagger:
                 raise SystemExit(f"unknown variant {mode}")
-            root = REPO
+            root = REPO if mode == "baseline" or mode.startswith("ffma_") else Path(tmp) / f"{mode}_{i}"
             if mode == "no_promotion":
-                root = Path(tmp) / mode
                 package_without_promotion(root)
             elif mode == "no_mma":
-                root = Path(tmp) / mode
                 package_without_mma(root)
             elif stagger:
-                root = Path(tmp) / mode
                 package_with_stagger(root, int(stagger.group(1)))
             env = dict(os.environ, PYTHONPATH=str(root), DG_JIT_CACHE_DIR=str(Path(tmp) / f"cache_{mode}"))
             print(f"== {mode}", flush=True)
