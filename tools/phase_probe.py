@@ -17,12 +17,10 @@ figure is the median over them.
 """
 from __future__ import annotations
 
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
-from variant_probe import package_with_insertions
+from variant_probe import package_with_insertions, run_in_patched_package
 
 PHASES = ("setup", "scales", "k-loop", "siblings", "epilogue", "exit")
 MAX_CTAS = 1024
@@ -110,12 +108,7 @@ def main() -> int:
     if len(sys.argv) < 3:
         print(__doc__)
         return 2
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp) / "pkg"
-        patch(root)
-        env = dict(__import__("os").environ, PYTHONPATH=str(root), DG_JIT_CACHE_DIR=str(Path(tmp) / "cache"))
-        code = CHILD.format(max_ctas=MAX_CTAS, phases=PHASES)
-        return subprocess.run([sys.executable, "-c", code] + sys.argv[1:], env=env, cwd=root).returncode
+    return run_in_patched_package(patch, CHILD.format(max_ctas=MAX_CTAS, phases=PHASES), sys.argv[1:])
 
 
 if __name__ == "__main__":

@@ -92,6 +92,16 @@ def package_with_insertions(dst: Path, variant: str, insertions) -> None:
     path.write_text(source)
 
 
+def run_in_patched_package(patch, code: str, args) -> int:
+    """Runs `python -c code args...` against a copy of the package that `patch(root)` builds, with
+    its own JIT cache, in a temporary folder (the probes that stamp or count inside the kernel)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp) / "pkg"
+        patch(root)
+        env = dict(os.environ, PYTHONPATH=str(root), DG_JIT_CACHE_DIR=str(Path(tmp) / "cache"))
+        return subprocess.run([sys.executable, "-c", code] + list(args), env=env, cwd=root).returncode
+
+
 def package_without_mma(dst: Path) -> None:
     package_with_insertions(dst, "no_mma", [("auto issue = [&](u32 s, auto buf, auto first, auto count) {",
                                              " if (s < 0xFFFFFFFFu) return;")])
