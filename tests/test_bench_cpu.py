@@ -346,6 +346,16 @@ def test_bench_times_something():
 
 
 @needs_cuda
+def test_flush_buffer_follows_the_requested_size(monkeypatch):
+    monkeypatch.setenv("DG_BENCH_L2_FLUSH_BYTES", "256e6")
+    assert bench.effective_l2_flush_bytes() == 256_000_000
+    buf = bench._flush_buffer()
+    buf.fill_(7)
+    bench.l2_flush()
+    assert int(buf.abs().max()) == 0   # the flush writes every element
+
+
+@needs_cuda
 def test_peers_run_on_gpu():
     for name in ("torch_bf16", "scaled_mm_tensor"):
         fn, info = peers.PEERS[name](128, 256, 512, "cuda")
