@@ -374,9 +374,10 @@ def test_flush_size_defaults_to_deepgemm_harness_and_reads_the_env(monkeypatch):
     monkeypatch.setenv("DG_BENCH_L2_FLUSH_BYTES", "1048576")
     with pytest.raises(ValueError, match="evict"):
         bench.l2_flush_bytes()
-    monkeypatch.setenv("DG_BENCH_L2_FLUSH_BYTES", "lots")
-    with pytest.raises(ValueError, match="byte count"):
-        bench.l2_flush_bytes()
+    for bad in ("lots", "inf", "nan"):
+        monkeypatch.setenv("DG_BENCH_L2_FLUSH_BYTES", bad)
+        with pytest.raises(ValueError, match="byte count"):
+            bench.l2_flush_bytes()
 
 
 def test_flush_size_is_cut_to_a_quarter_of_free_memory_but_never_below_the_minimum():

@@ -42,7 +42,7 @@ L2_FLUSH_BYTES = int(8e9)
 # The least that still evicts every line of a 50 MB L2 several times over.
 MIN_L2_FLUSH_BYTES = int(256e6)
 
-_flush_buffers: dict[tuple[int, int], torch.Tensor] = {}
+_flush_buffers: dict[int, tuple[int, torch.Tensor]] = {}   # device -> (requested bytes, buffer)
 
 
 def _require_cuda(what: str) -> None:
@@ -57,7 +57,7 @@ def l2_flush_bytes() -> int:
         return L2_FLUSH_BYTES
     try:
         n = int(float(raw))
-    except ValueError:
+    except (ValueError, OverflowError):
         raise ValueError(f"DG_BENCH_L2_FLUSH_BYTES must be a byte count like 8e9 or 268435456, got {raw!r}") from None
     if n < MIN_L2_FLUSH_BYTES:
         raise ValueError(f"DG_BENCH_L2_FLUSH_BYTES={raw} is below {MIN_L2_FLUSH_BYTES} bytes, which would not "
@@ -72,19 +72,21 @@ def fit_flush_bytes(requested: int, free_bytes: int) -> int:
 
 
 def _flush_buffer() -> torch.Tensor:
-    # One buffer per device and size, allocated once: allocating per call would time the caching
-    # allocator and, on the first calls, cudaMalloc.
+    # One buffer per device, allocated once per requested size (a new size replaces the old buffer):
+    # allocating per call would time the caching allocator and, on the first calls, cudaMalloc.
     dev = torch.cuda.current_device()
     requested = l2_flush_bytes()
-    buf = _flush_buffers.get((dev, requested))
-    if buf is None:
-        free, _ = torch.cuda.mem_get_info(dev)
-        size = fit_flush_bytes(requested, free)
-        if size < requested:
-            warnings.warn(f"L2 flush: {requested / 1e9:.2f} GB requested, {size / 1e9:.2f} GB allocated "
-                          f"({free / 1e9:.1f} GB free); long kernels may time slower than with the full flush")
-        buf = torch.empty(size // 4, dtype=torch.int, device=torch.device("cuda", dev))
-        _flush_buffers[(dev, requested)] = buf
+    cached = _flush_buffers.get(dev)
+    if cached is not None and cached[0] == requested:
+        return cached[1]
+    _flush_buffers.pop(dev, None)
+    free, _ = torch.cuda.mem_get_info(dev)
+    size = fit_flush_bytes(requested, free)
+    if size < requested:
+        warnings.warn(f"L2 flush: {requested / 1e9:.2f} GB requested, {size / 1e9:.2f} GB allocated "
+                      f"({free / 1e9:.1f} GB free); long kernels may time slower than with the full flush")
+    buf = torch.empty(size // 4, dtype=torch.int, device=torch.device("cuda", dev))
+    _flush_buffers[dev] = (requested, buf)
     return buf
 
 
