@@ -5,7 +5,9 @@ prints us, TFLOP/s and TB/s (A, B and D counted once): quick experiments on what
 
 With DG_PROBE_SUSTAIN_S=<seconds> it also runs each config back to back for that long while
 nvidia-smi samples the SM clock and board power every 50 ms, and prints the work done per clock
-(TFLOP/s per MHz: what the kernel does with the cycles it gets, apart from the power cap).
+(TFLOP/s per MHz: what the kernel does with the cycles it gets, apart from the power cap). The
+samples are only right for such back-to-back loops: between flushed single launches nvidia-smi
+mostly sees the memset and the gaps, so time one launch's clock with tools/stall_probe.py instead.
 """
 from __future__ import annotations
 
