@@ -167,6 +167,26 @@ def test_sass_uses_fp8_wgmma_and_no_local_memory(cfg, tmp_path):
     assert "USETMAXREG.DEALLOC" in text and "USETMAXREG.TRY_ALLOC" in text, "setmaxnreg missing"
 
 
+@pytest.mark.skipif(shutil.which("nvcc") is None and not os.environ.get("DG_JIT_NVCC_PATH"), reason="no nvcc")
+@pytest.mark.parametrize("cfg", [shipped(256, 128, 2), shipped(128, 64, 2, PAIR_M, pipelined=True)],
+                         ids=lambda c: c.kernel_name())
+def test_nvcc_path_builds_the_same_kernel(cfg, monkeypatch, tmp_path):
+    # DG_JIT_USE_NVCC is documented; it once failed on every serial kernel (nvcc, unlike NVRTC's
+    # -default-device, rejects constexpr host helpers called from device code).
+    rtc = cfg.build()
+    monkeypatch.setenv("DG_JIT_USE_NVCC", "1")
+    monkeypatch.setenv("DG_JIT_CACHE_DIR", str(tmp_path))
+    compiler.compiler_identity.cache_clear()
+    try:
+        built = cfg.build()
+    finally:
+        compiler.compiler_identity.cache_clear()
+    assert built.compiler.startswith("nvcc") and rtc.compiler.startswith("nvrtc")
+    assert built.symbol == rtc.symbol
+    assert built.resources["spill_stores"] == 0 and built.resources["stack_frame"] == 0, built.resources
+    assert built.resources["registers"] == rtc.resources["registers"]
+
+
 # --------------------------------------------------------------------------------------------- validity rules
 
 GOOD = Fp8GemmConfig(128, 128, 4, 2)

@@ -154,7 +154,7 @@ def _compile_nvcc(name: str, source: str, kernel_expr: str) -> tuple[bytes, str,
         # NVCC has no name expressions: take the address of the kernel so it is instantiated.
         src.write_text(source + f"\nstatic const void* __dg_instantiate = (const void*)({kernel_expr});\n")
         cmd = [_nvcc_path(), "-cubin", "-gencode=arch=compute_90a,code=sm_90a", "-std=c++17", f"-I{INCLUDE_DIR}",
-               "-Xptxas", "-v", "-DNDEBUG", "-o", str(out), str(src)]
+               "-Xptxas", "-v", "-DNDEBUG", "--expt-relaxed-constexpr", "--extended-lambda", "-o", str(out), str(src)]
         if envs.jit_lineinfo():
             cmd.append("-lineinfo")
         if envs.jit_debug():
