@@ -46,3 +46,10 @@ def test_regret_is_the_picks_slowdown(tmp_path):
     got_pick, regret = fit_model.regrets(by_shape)[key]
     assert got_pick == pick
     assert regret == pytest.approx(100.0 / 80.0 - 1)
+
+
+def test_names_without_unroll_are_rolled_loops():
+    # Sweeps before session 8 measured rolled main loops, and their names carry no _u suffix.
+    old = fit_model.parse("fp8_gemm_m256_n128_s3_wg2_p0_bf16_e0", 16)
+    assert old.k_unroll == 1 and old != Fp8GemmConfig(256, 128, 3, 2, raster_group=16)
+    assert fit_model.tile(Fp8GemmConfig(256, 128, 3, 2).kernel_name()) == old.kernel_name()

@@ -7,6 +7,7 @@ for a cluster, walking tile units), not with the heuristic's own formula.
 import dataclasses
 import itertools
 import math
+import warnings
 
 import pytest
 
@@ -174,16 +175,40 @@ def _fake_kernel(cfg, spills: bool) -> CompiledKernel:
     return CompiledKernel(cfg.kernel_name(), "sym", b"", "", r, 0.0, "fake")
 
 
+def _attempts(cfg):
+    """What first_without_spills compiles for one ranked config: an unrolled serial kernel, then
+    the same config rolled."""
+    return [cfg, dataclasses.replace(cfg, unroll=1)] if cfg.k_unroll > 1 else [cfg]
+
+
 def test_first_without_spills_skips_spilling_configs():
     ranked = h.ranked_configs(4096, 7168, 2048, False, EPI_TMA_STORE, 132)
+    attempts = [a for cfg in ranked[:3] for a in _attempts(cfg)]
+    assert len(attempts) > 3, "the test wants at least one unrolled candidate in the first three"
     built = []
 
     def build(cfg):
         built.append(cfg)
         return _fake_kernel(cfg, spills=len(built) <= 2)
 
-    assert h.first_without_spills(ranked, build) == ranked[2]
-    assert built == list(ranked[:3]), "stops at the first clean kernel"
+    assert h.first_without_spills(ranked, build) == attempts[2]
+    assert built == attempts[:3], "stops at the first clean kernel"
+
+
+def test_first_without_spills_rolls_the_loop_before_moving_on():
+    # 256x128 serial is unrolled by default; when ptxas spills on that, the same tile rolled is
+    # next, ahead of the model's second choice.
+    cfg = h.ranked_configs(4096, 4096, 7168, False, EPI_TMA_STORE, 132)[0]
+    assert (cfg.block_m, cfg.block_n, cfg.pipelined, cfg.k_unroll) == (256, 128, False, 4)
+    built = []
+
+    def build(c):
+        built.append(c)
+        return _fake_kernel(c, spills=c.k_unroll > 1)
+
+    pick = h.first_without_spills([cfg], build)
+    assert pick == dataclasses.replace(cfg, unroll=1) and pick.k_unroll == 1
+    assert pick.kernel_name() != cfg.kernel_name()
 
 
 def test_first_without_spills_when_everything_spills():
@@ -283,3 +308,16 @@ def test_balanced_clusters(units, max_clusters, expected):
         rounds = -(-units // min(units, max_clusters))
         assert -(-units // got) == rounds
         assert got == 1 or -(-units // (got - 1)) > rounds
+
+
+@pytest.mark.parametrize("unroll, expected", [(None, 1), (4, 4)])
+def test_forced_config_rolls_its_loop_only_if_left_open(monkeypatch, unroll, expected):
+    # A forced config whose unroll the user left open falls back to the rolled loop when the
+    # unrolled one spills; an unroll the user set is kept (and warned about).
+    monkeypatch.setattr(kernel.Fp8GemmConfig, "build", lambda c: _fake_kernel(c, spills=c.k_unroll > 1))
+    forced = kernel.Fp8GemmConfig(256, 128, 3, 2, unroll=unroll)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cfg = dense._resolve_config(lambda: (), forced, 132, "test", out_f32=False, epilogue=EPI_TMA_STORE)
+    assert cfg.k_unroll == expected
+    assert bool(caught) == (expected > 1), [str(w.message) for w in caught]

@@ -12,6 +12,7 @@ predictions matter less: only the order is used).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import math
@@ -24,16 +25,26 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deep_gemm.heuristics import fp8_gemm as heur  # noqa: E402
 from deep_gemm.kernels.fp8_gemm import Fp8GemmConfig  # noqa: E402
 
-NAME = re.compile(r"fp8_gemm_m(\d+)_n(\d+)_s(\d+)_wg(\d+)_p(\d)_(bf16|f32)_e(\d)(_pp)?(?:_g(\d))?(?:_k(\d))?$")
+NAME = re.compile(r"fp8_gemm_m(\d+)_n(\d+)_s(\d+)_wg(\d+)_p(\d)_(bf16|f32)_e(\d)(_pp)?(?:_g(\d))?(?:_k(\d))?(?:_u(\d))?$")
 
 
 def parse(name: str, raster: int) -> Fp8GemmConfig:
     m = NAME.match(name)
     if not m:
         raise ValueError(f"not an FP8 GEMM kernel name: {name}")
-    bm, bn, st, wg, pair, out, epi, pp, kind, split = m.groups()
-    return Fp8GemmConfig(int(bm), int(bn), int(st), int(wg), int(pair), out == "f32", int(epi), pp is not None,
-                         int(kind or 0), int(split or 1), raster_group=raster)
+    bm, bn, st, wg, pair, out, epi, pp, kind, split, unroll = m.groups()
+    cfg = Fp8GemmConfig(int(bm), int(bn), int(st), int(wg), int(pair), out == "f32", int(epi), pp is not None,
+                        int(kind or 0), int(split or 1), raster_group=raster)
+    # A name without _u is a rolled main loop (every serial kernel before session 8). The unroll
+    # is spelled out only where it differs from the default, so configs compare equal to the
+    # model's candidates.
+    return cfg if cfg.k_unroll == int(unroll or 1) else dataclasses.replace(cfg, unroll=int(unroll or 1))
+
+
+def tile(name: str) -> str:
+    """A kernel name without its unroll: the model ranks tiles, and sweeps from before the main
+    loop was unrolled still rank the same tiles."""
+    return re.sub(r"_u\d$", "", name)
 
 
 def load(paths):
@@ -59,8 +70,8 @@ def regrets(by_shape):
         order = {}
         m, n, k, kind, groups = shape
         for i, c in enumerate(heur.ranked_configs(m, n, k, False, 0, 132, kind, groups)):
-            order.setdefault(c.kernel_name(), i)
-        pick = min(measured, key=lambda c: order.get(c.kernel_name(), len(order)))
+            order.setdefault(tile(c.kernel_name()), i)
+        pick = min(measured, key=lambda c: order.get(tile(c.kernel_name()), len(order)))
         out[shape] = (pick, measured[pick] / min(measured.values()) - 1)
     return out
 

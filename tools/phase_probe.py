@@ -36,7 +36,7 @@ ANCHORS = (
     ("(Reconverge first: the cluster barrier is warp-aligned.)", 6),
 )
 # the first stage's arrival, stamped inside the wait lambda
-FIRST_FULL = "auto wait_full = [&](u32 it) { mbar_wait(&full_bars[it % STAGES], (it / STAGES) & 1);"
+FIRST_FULL = "auto wait_full = [&](const RingPos<STAGES>& at) { mbar_wait(&full_bars[at.stage], at.phase);"
 
 STAMP_DECL = f"""
 extern "C" __device__ unsigned long long dg_phase_clock[{MAX_CTAS} * 8];
@@ -50,7 +50,9 @@ extern "C" __device__ unsigned long long dg_phase_time[{MAX_CTAS} * 8];
 
 def patch(dst: Path) -> None:
     package_with_insertions(dst, "phase_probe", [("#include <deep_gemm/wgmma.cuh>\n", STAMP_DECL),
-                                                 (FIRST_FULL, " if (it == 0) DG_STAMP(7);")]
+                                                 ("warpgroup_claim_registers<Cfg::MATH_REGS>();",
+                                                  " bool dg_first_full = true;"),
+                                                 (FIRST_FULL, " if (dg_first_full) { DG_STAMP(7); dg_first_full = false; }")]
                             + [(anchor, f"\n DG_STAMP({i});") for anchor, i in ANCHORS])
 
 

@@ -39,16 +39,16 @@ INSERTIONS = (
     # producer
     ("warpgroup_release_registers<Cfg::PRODUCER_REGS>();",
      f" unsigned int dg_empty = 0, dg_p0 = {CLK}; unsigned long long dg_t0 = dg_ns();"),
-    ("const u32 s = iter % STAGES, phase = (iter / STAGES) & 1;", f" unsigned int dg_q = {CLK};"),
-    ("mbar_wait(&empty_bars[s], phase ^ 1);", f" dg_empty += {CLK} - dg_q;"),
+    ("const u32 s = pos.stage;", f" unsigned int dg_q = {CLK};"),
+    ("mbar_wait(&empty_bars[s], pos.phase ^ 1);", f" dg_empty += {CLK} - dg_q;"),
     ("else tma_load_2d(sfa_dst, &p.tma_sfa, &full_bars[s], m0, kb);\n                }\n            }",
      f"\n if (blockIdx.x < {MAX_CTAS}) {{ unsigned int* o = dg_stall_prod + blockIdx.x * 4;"
      f" o[0] = dg_empty; o[1] = {CLK} - dg_p0; o[2] = (unsigned int)(dg_ns() - dg_t0); o[3] = 1; }}"),
     # math warpgroups
     ("warpgroup_claim_registers<Cfg::MATH_REGS>();",
      f" unsigned int dg_full = 0, dg_loop = 0, dg_epi = 0, dg_l = 0, dg_e = 0, dg_m0 = {CLK};"),
-    ("auto wait_full = [&](u32 it) {", f" unsigned int dg_w = {CLK};"),
-    ("mbar_wait(&full_bars[it % STAGES], (it / STAGES) & 1);", f" dg_full += {CLK} - dg_w;"),
+    ("auto wait_full = [&](const RingPos<STAGES>& at) {", f" unsigned int dg_w = {CLK};"),
+    ("mbar_wait(&full_bars[at.stage], at.phase);", f" dg_full += {CLK} - dg_w;"),
     ("u32 kb = k_slice_begin();", f" dg_l = {CLK};"),
     ("            // ------------------------------------------------------------ epilogue",
      f"\n dg_e = {CLK}; dg_loop += dg_e - dg_l;"),

@@ -104,11 +104,13 @@ def run_in_patched_package(patch, code: str, args) -> int:
 
 def package_without_mma(dst: Path) -> None:
     package_with_insertions(dst, "no_mma", [("auto issue = [&](u32 s, auto buf, auto first, auto count) {",
-                                             " if (s < 0xFFFFFFFFu) return;")])
+                                             # pinned, not left undefined: ptxas spills otherwise
+                                             " if (s < 0xFFFFFFFFu) { for (auto& row : tmp[decltype(buf)::value])"
+                                             " for (float& x : row) pin_register(x); return; }")])
 
 
 def package_with_stagger(dst: Path, cycles: int) -> None:
-    spin = (" if (warpgroup == 1) { wait_full(iter); u64 t0, t1;"
+    spin = (" if (warpgroup == 1) { wait_full(pos); u64 t0, t1;"
             " asm volatile(\"mov.u64 %0, %%clock64;\" : \"=l\"(t0));"
             f" do {{ asm volatile(\"mov.u64 %0, %%clock64;\" : \"=l\"(t1)); }} while (t1 - t0 < {cycles}u); }}")
     package_with_insertions(dst, "stagger", [("u32 kb = k_slice_begin();", spin)])

@@ -161,13 +161,17 @@ def _fp8_gemm_nt(a, b, d, c, recipe, config, names) -> None:
 def _resolve_config(ranked, config, num_sms: int, what: str, **from_call) -> kernel.Fp8GemmConfig:
     """The heuristic's pick from `ranked()` (the first whose kernel does not spill), or the user's
     forced config with the fields that follow from the call (`from_call`: output type, epilogue,
-    kind) and at most the device's SMs. Warns when the kernel uses local memory anyway."""
+    kind) and at most the device's SMs, its main loop rolled if the user left the unroll open and
+    the unrolled one spills. Warns when the kernel uses local memory anyway."""
     if config is None:
         cfg = heuristics.first_without_spills(ranked(), lambda c: c.build())
     else:
         if not isinstance(config, kernel.Fp8GemmConfig):
             raise TypeError(f"config: expected a deep_gemm.Fp8GemmConfig, got {type(config).__name__}")
         cfg = dataclasses.replace(config, num_sms=min(config.num_sms, num_sms), **from_call)
+        if config.unroll is None:
+            # The unroll is left to us: rolled if the unrolled loop spills with this compiler.
+            cfg = heuristics.first_without_spills([cfg], lambda c: c.build())
     r = cfg.build().resources
     if r.get("spill_stores") or r.get("spill_loads") or r.get("stack_frame"):
         # user -> public function -> its body -> plan -> here

@@ -227,8 +227,13 @@ def first_without_spills(configs, build) -> Fp8GemmConfig:
     """The first config whose compiled kernel uses no local memory; `build(cfg)` -> CompiledKernel.
     Register allocation near the 192-accumulator limit differs between ptxas versions, so the
     model's choice is checked against the real compiler rather than a fixed rule."""
+    # An unrolled serial main loop may spill where the same config rolled does not: that is tried
+    # next, before the model's next choice. At most 8 compiles in all.
+    attempts = (cfg for candidate in configs
+                for cfg in ((candidate, dataclasses.replace(candidate, unroll=1)) if candidate.k_unroll > 1
+                            else (candidate,)))
     first = None
-    for cfg in configs[:8]:
+    for cfg in itertools.islice(attempts, 8):
         r = build(cfg).resources
         if first is None:
             first = cfg

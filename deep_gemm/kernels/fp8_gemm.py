@@ -86,6 +86,11 @@ class Fp8GemmConfig:
     # CTAs of a cluster that share one tile, each computing a slice of K (1 = no split); their FP32
     # partial tiles are summed in rank order through distributed shared memory
     split_k: int = 1
+    # k-blocks per iteration of the serial main loop, which lets ptxas overlap one k-block's setup
+    # with the previous promotion. None: 4 where the register model expects no spills, else 1
+    # (first_without_spills also falls back to 1 when ptxas disagrees). Pipelined kernels unroll
+    # their own way and ignore it.
+    unroll: int | None = None
     # run-time parameters (not template arguments)
     raster_group: int = 8
     num_sms: int = 132
@@ -117,6 +122,24 @@ class Fp8GemmConfig:
         differ, and such a tile is computed once per expert (TileScheduler::kTwoExpertTiles)."""
         return self.kind == KIND_CONTIGUOUS and self.block_m == 256 and self.wg_m == 128
 
+    @property
+    def k_unroll(self) -> int:
+        """The K_UNROLL template argument: `unroll` for serial kernels, 1 for pipelined ones. By
+        default 4, less where ptxas (13.0 or 13.5) spills: tiles that straddle B scale blocks,
+        with 144 accumulators or more, take 2 (128x144, 128x192, 64x192) unless they have more
+        than 144 and more than two boundary positions (128x160: 1), as do tiles that select
+        scales per column."""
+        if self.pipelined:
+            return 1
+        if self.unroll is not None:
+            return self.unroll
+        cases, floats = scale_boundary_cases(self.block_n), self.accumulator_floats()
+        if self.selects_scales_per_column() or (cases > 2 and floats > 144):
+            return 1
+        if cases > 1 and floats >= 144:
+            return 2
+        return 4
+
     def selects_scales_per_column(self) -> bool:
         """The promotion picks each column group's B scale at run time (tiles that straddle two
         scale blocks, in the pipelined loop or with too many boundary positions to compile)."""
@@ -144,14 +167,15 @@ class Fp8GemmConfig:
     def template_args(self) -> str:
         return (f"{self.block_m}, {self.block_n}, {self.stages}, {self.num_math_wg}, {self.pair_axis}, "
                 f"{'true' if self.out_f32 else 'false'}, {self.epilogue}, {'true' if self.pipelined else 'false'}, "
-                f"{self.kind}, {self.split_k}")
+                f"{self.kind}, {self.split_k}, {self.k_unroll}")
 
     def kernel_name(self) -> str:
         """Unique per compiled kernel (run-time fields excluded)."""
         return (f"fp8_gemm_m{self.block_m}_n{self.block_n}_s{self.stages}_wg{self.num_math_wg}_p{self.pair_axis}_"
                 f"{'f32' if self.out_f32 else 'bf16'}_e{self.epilogue}{'_pp' if self.pipelined else ''}"
                 f"{'' if self.kind == KIND_DENSE else f'_g{self.kind}'}"
-                f"{'' if self.split_k == 1 else f'_k{self.split_k}'}")
+                f"{'' if self.split_k == 1 else f'_k{self.split_k}'}"
+                f"{'' if self.k_unroll == 1 else f'_u{self.k_unroll}'}")
 
     def check(self) -> None:
         """Raises ValueError for configs the kernel cannot run (mirrors its static_asserts)."""
@@ -183,6 +207,8 @@ class Fp8GemmConfig:
             problems.append(f"split_k={self.split_k} not in [1, 8] (a portable cluster has at most 8 CTAs)")
         if self.split_k > 1 and (self.pair_axis != PAIR_NONE or self.kind == KIND_CONTIGUOUS):
             problems.append("split-K runs without multicast pairs, for the dense and masked kinds")
+        if self.unroll not in (None, 1, 2, 4, 8):
+            problems.append(f"unroll={self.unroll} not in (1, 2, 4, 8)")
         if self.accumulator_floats() > MAX_ACCUMULATOR_FLOATS:
             problems.append(f"{self.accumulator_floats()} accumulator registers per thread exceed the "
                             f"{MAX_ACCUMULATOR_FLOATS} that compile without spills")

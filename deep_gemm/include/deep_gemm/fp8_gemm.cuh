@@ -56,7 +56,7 @@ enum Epilogue : u32 {
 };
 
 template <u32 BLOCK_M, u32 BLOCK_N, u32 STAGES, u32 NUM_MATH_WG, u32 PAIR_AXIS, bool OUT_F32, u32 EPILOGUE,
-          bool PIPELINED, u32 KIND, u32 SPLIT_K>
+          bool PIPELINED, u32 KIND, u32 SPLIT_K, u32 K_UNROLL>
 struct Fp8GemmConfig {
     static constexpr u32 BLOCK_K = 128;
     static constexpr u32 CLUSTER = PAIR_AXIS != 0 ? 2 : SPLIT_K;
@@ -127,6 +127,20 @@ struct Fp8GemmConfig {
     static_assert(SPLIT_K >= 1 && SPLIT_K <= 8, "split-K clusters have 1 to 8 CTAs (the portable cluster size)");
     static_assert(SPLIT_K == 1 || (PAIR_AXIS == 0 && KIND != kGemmGroupedContiguous),
                   "split-K: dense or masked kinds, without multicast pairs");
+    static_assert(K_UNROLL == 1 || K_UNROLL == 2 || K_UNROLL == 4 || K_UNROLL == 8, "K_UNROLL: 1, 2, 4 or 8");
+    static_assert(!PIPELINED || K_UNROLL == 1, "pipelined kernels unroll their main loop their own way");
+};
+
+// A position in the STAGES-deep ring: the stage and the parity of its current phase. Advanced one
+// k-block at a time, so no k-block pays a division by STAGES on its way to the next wgmma.
+template <u32 STAGES>
+struct RingPos {
+    u32 stage = 0, phase = 0;
+    DG_DEVICE void advance() {
+        stage = stage + 1 == STAGES ? 0 : stage + 1;
+        phase ^= stage == 0 ? 1u : 0u;
+    }
+    DG_DEVICE RingPos next() const { RingPos r = *this; r.advance(); return r; }
 };
 
 // Named barrier of all math threads of a CTA (ids 1 and 2 are the per-warpgroup barriers).
@@ -374,11 +388,11 @@ DG_DEVICE void reduce_split_k_tile(const Fp8GemmParams& p, u8* smem, const float
 }
 
 template <u32 BLOCK_M, u32 BLOCK_N, u32 STAGES, u32 NUM_MATH_WG, u32 PAIR_AXIS, bool OUT_F32, u32 EPILOGUE,
-          bool PIPELINED, u32 KIND, u32 SPLIT_K>
+          bool PIPELINED, u32 KIND, u32 SPLIT_K, u32 K_UNROLL>
 __global__ void __launch_bounds__((NUM_MATH_WG + 1) * 128, 1)
 fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
     using Cfg = Fp8GemmConfig<BLOCK_M, BLOCK_N, STAGES, NUM_MATH_WG, PAIR_AXIS, OUT_F32, EPILOGUE, PIPELINED, KIND,
-                              SPLIT_K>;
+                              SPLIT_K, K_UNROLL>;
     constexpr u32 BLOCK_K = Cfg::BLOCK_K;
     constexpr u32 CLUSTER = Cfg::CLUSTER;
 
@@ -430,16 +444,17 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
         if (threadIdx.x == Cfg::NUM_MATH_THREADS) {
             Scheduler scheduler(p.m, p.n, p.raster_group, p.grouped_layout, p.num_groups, p.m);
             const u32 rank = scheduler.rank;
-            u32 iter = 0, m_block, n_block, expert;
+            RingPos<STAGES> pos;
+            u32 m_block, n_block, expert;
             while (scheduler.next(m_block, n_block, expert)) {
                 const i32 m0 = m_block * BLOCK_M, n0 = n_block * BLOCK_N;
                 // Grouped B is [G * N, K]: rows past N read the next expert's weights, which only
                 // feed output columns the store clips.
                 const i32 b_row0 = KIND == kGemmDense ? n0 : static_cast<i32>(expert * p.n) + n0;
                 #pragma unroll 1
-                for (u32 kb = k_slice_begin(), kb_end = k_slice_end(); kb < kb_end; ++kb, ++iter) {
-                    const u32 s = iter % STAGES, phase = (iter / STAGES) & 1;
-                    mbar_wait(&empty_bars[s], phase ^ 1);
+                for (u32 kb = k_slice_begin(), kb_end = k_slice_end(); kb < kb_end; ++kb, pos.advance()) {
+                    const u32 s = pos.stage;
+                    mbar_wait(&empty_bars[s], pos.phase ^ 1);
                     mbar_arrive_expect_tx(&full_bars[s], Cfg::STAGE_TX_BYTES);
                     const i32 k0 = kb * BLOCK_K;
                     u8* a_dst = smem + Cfg::OFF_A + s * Cfg::A_STAGE_BYTES;
@@ -496,18 +511,22 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
         // fit the register budget; the other warpgroup's wgmmas fill the tensor cores meanwhile.
         constexpr u32 TMP_SLICES = PIPELINED ? M64 : 1;
         float tmp[PIPELINED ? 2 : 1][TMP_SLICES][NUM_ACC];
-        u32 iter = 0, m_block, n_block;
+        RingPos<STAGES> pos;
+        u32 m_block, n_block;
 
         // Issues the wgmmas of slices [FIRST, FIRST + COUNT) of the k-block in stage `s` into
         // tmp[buf] (as one commit group).
+        // Descriptors of stage 0 (this warpgroup's rows of A, and B), built once: a k-block only adds
+        // its stage's offset, so the path from the full barrier to the first wgmma stays short.
+        const u64 desc_a0 = make_kmajor_sw128_desc(smem + Cfg::OFF_A + warpgroup * Cfg::WG_M * BLOCK_K);
+        const u64 desc_b0 = make_kmajor_sw128_desc(smem + Cfg::OFF_B);
         auto issue = [&](u32 s, auto buf, auto first, auto count) {
             constexpr u32 FIRST = decltype(first)::value, COUNT = decltype(count)::value;
-            const u8* a_tile = smem + Cfg::OFF_A + s * Cfg::A_STAGE_BYTES + warpgroup * Cfg::WG_M * BLOCK_K;
-            const u64 desc_b = make_kmajor_sw128_desc(smem + Cfg::OFF_B + s * Cfg::B_STAGE_BYTES);
+            const u64 desc_b = desc_advance(desc_b0, s * Cfg::B_STAGE_BYTES);
             wgmma_fence();
             #pragma unroll
             for (u32 mi = FIRST; mi < FIRST + COUNT; ++mi) {
-                const u64 desc_a = make_kmajor_sw128_desc(a_tile + mi * 64 * BLOCK_K);
+                const u64 desc_a = desc_advance(desc_a0, s * Cfg::A_STAGE_BYTES + mi * 64 * BLOCK_K);
                 float* t = tmp[decltype(buf)::value][mi - FIRST];
                 // Serial with two slices: the first wgmma takes the shared temporary as an input
                 // it ignores, so the promotion of the previous slice, which reads the same
@@ -540,8 +559,11 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
 
         // After the wgmmas of slices [FIRST, FIRST + COUNT) of stage `s` completed into tmp[buf]:
         // release the stage once its last slice is done, and promote: acc += tmp * sa * sb, in FP32.
-        auto finish = [&](const Scales& sc, u32 s, u32 boundary, auto buf, auto first, auto count) {
+        // INIT (the tile's first k-block in serial kernels): acc = tmp * sa * sb, so acc needs no
+        // zeroing (which ptxas does twice per tile around an unrolled loop: 128 instructions).
+        auto finish = [&](const Scales& sc, u32 s, u32 boundary, auto buf, auto first, auto count, auto init) {
             constexpr u32 b = decltype(buf)::value, FIRST = decltype(first)::value, COUNT = decltype(count)::value;
+            constexpr bool INIT = decltype(init)::value;
             #pragma unroll
             for (u32 mi = 0; mi < COUNT; ++mi)
                 #pragma unroll
@@ -571,16 +593,24 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                     #pragma unroll
                     for (u32 j = 0; j < BLOCK_N / 8; ++j) {
                         const float s_lo = before(j) ? s_lo0 : s_lo1, s_hi = before(j) ? s_hi0 : s_hi1;
-                        a[j * 4 + 0] += t[j * 4 + 0] * s_lo;
-                        a[j * 4 + 1] += t[j * 4 + 1] * s_lo;
-                        a[j * 4 + 2] += t[j * 4 + 2] * s_hi;
-                        a[j * 4 + 3] += t[j * 4 + 3] * s_hi;
+                        if constexpr (INIT) {
+                            a[j * 4 + 0] = t[j * 4 + 0] * s_lo;
+                            a[j * 4 + 1] = t[j * 4 + 1] * s_lo;
+                            a[j * 4 + 2] = t[j * 4 + 2] * s_hi;
+                            a[j * 4 + 3] = t[j * 4 + 3] * s_hi;
+                        } else {
+                            a[j * 4 + 0] += t[j * 4 + 0] * s_lo;
+                            a[j * 4 + 1] += t[j * 4 + 1] * s_lo;
+                            a[j * 4 + 2] += t[j * 4 + 2] * s_hi;
+                            a[j * 4 + 3] += t[j * 4 + 3] * s_hi;
+                        }
                     }
                 }
             };
             // Serial loops resolve the boundary at compile time (one promotion per possible
             // boundary). The pipelined loop cannot: a branch between a wgmma and the wait that
             // retires it makes ptxas serialize every wgmma, so it selects per column group.
+            // (Compiling the whole unrolled loop once per boundary instead spilled more.)
             if constexpr (!PIPELINED && ScaleBoundary<BLOCK_N>::CASES <= kMaxBoundaryCases) {
                 with_groups_before_boundary<BLOCK_N>(min(boundary, BLOCK_N) / 8, [&](auto groups) {
                     promote([](u32 j) { return j < decltype(groups)::value; });
@@ -589,7 +619,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 promote([&](u32 j) { return j * 8 < boundary; });
             }
         };
-        auto wait_full = [&](u32 it) { mbar_wait(&full_bars[it % STAGES], (it / STAGES) & 1); };
+        auto wait_full = [&](const RingPos<STAGES>& at) { mbar_wait(&full_bars[at.stage], at.phase); };
         using Buf0 = IntConst<0>;
         using AllSlices = IntConst<M64>;
 
@@ -612,12 +642,32 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
             // Columns of the tile at or past `boundary` use the second B scale block.
             const u32 boundary = (n0 / 128 + 1) * 128 - n0;
 
-            #pragma unroll
-            for (u32 mi = 0; mi < M64; ++mi)
-                #pragma unroll
-                for (u32 i = 0; i < NUM_ACC; ++i) acc[mi][i] = 0.0f;
+            // One k-block of a serial kernel: both scales read before the wgmmas, so their
+            // shared-memory latency (long while the tensor cores stream operands) is off the path
+            // from the wait to the promotion, which the next wgmma of this warpgroup waits for.
+            auto serial_k_block = [&](u32 kb, auto init) {
+                wait_full(pos);
+                const Scales sc = read_scales(kb, pos.stage);
+                issue(pos.stage, Buf0{}, IntConst<0>{}, IntConst<1>{});
+                wgmma_wait<0>();
+                finish(sc, pos.stage, boundary, Buf0{}, IntConst<0>{}, IntConst<1>{}, init);
+                if constexpr (M64 == 2) {
+                    issue(pos.stage, Buf0{}, IntConst<1>{}, IntConst<1>{});
+                    wgmma_wait<0>();
+                    finish(sc, pos.stage, boundary, Buf0{}, IntConst<1>{}, IntConst<1>{}, init);
+                }
+            };
 
             u32 kb = k_slice_begin();
+            if (PIPELINED || kb == k_slice_end()) {
+                #pragma unroll
+                for (u32 mi = 0; mi < M64; ++mi)
+                    #pragma unroll
+                    for (u32 i = 0; i < NUM_ACC; ++i) acc[mi][i] = 0.0f;
+            } else {
+                serial_k_block(kb, IntConst<1>{});   // initializes acc
+                ++kb, pos.advance();
+            }
             if constexpr (PIPELINED) {
                 // Groups of four k-blocks alternating two temporary buffers: buffer indices are
                 // compile-time constants, there is no run-time branch between a wgmma and the wait
@@ -625,20 +675,21 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 // serializes every wgmma). Three of four promotions overlap the next wgmmas.
                 #pragma unroll 1
                 for (; kb + 4 <= k_slice_end(); kb += 4) {
-                    wait_full(iter);
-                    issue(iter % STAGES, Buf0{}, IntConst<0>{}, AllSlices{});
+                    wait_full(pos);
+                    issue(pos.stage, Buf0{}, IntConst<0>{}, AllSlices{});
                     auto step = [&](auto j) {
                         constexpr u32 J = decltype(j)::value;
                         if constexpr (J < 3) {
-                            wait_full(iter + 1);
-                            issue((iter + 1) % STAGES, IntConst<(J + 1) % 2>{}, IntConst<0>{}, AllSlices{});
+                            const RingPos<STAGES> ahead = pos.next();
+                            wait_full(ahead);
+                            issue(ahead.stage, IntConst<(J + 1) % 2>{}, IntConst<0>{}, AllSlices{});
                             wgmma_wait<1>();
                         } else {
                             wgmma_wait<0>();
                         }
-                        finish(read_scales(kb + J, iter % STAGES), iter % STAGES, boundary, IntConst<J % 2>{},
-                               IntConst<0>{}, AllSlices{});
-                        ++iter;
+                        finish(read_scales(kb + J, pos.stage), pos.stage, boundary, IntConst<J % 2>{},
+                               IntConst<0>{}, AllSlices{}, IntConst<0>{});
+                        pos.advance();
                     };
                     step(IntConst<0>{});
                     step(IntConst<1>{});
@@ -647,29 +698,21 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 }
             }
             {
-                // Unrolling this loop (which ptxas likes to do when STAGES is a power of two)
-                // multiplies the live accumulators and spills.
-                #pragma unroll 1
-                for (; kb < k_slice_end(); ++kb, ++iter) {
-                    wait_full(iter);
+                // Serial kernels unroll K_UNROLL k-blocks: in the straight-line code ptxas moves the
+                // next k-block's barrier wait, scale loads and descriptors up among the previous
+                // promotion's FFMAs, off the path to the next wgmma (256x128: +6% with 4 over a
+                // rolled loop). The host picks less where that spills. Pipelined kernels
+                // (K_UNROLL 1) only run their tail of at most three k-blocks here.
+                #pragma unroll (K_UNROLL)
+                for (; kb < k_slice_end(); ++kb, pos.advance()) {
                     if constexpr (PIPELINED) {   // the tail of the pipelined loop
-                        issue(iter % STAGES, Buf0{}, IntConst<0>{}, AllSlices{});
+                        wait_full(pos);
+                        issue(pos.stage, Buf0{}, IntConst<0>{}, AllSlices{});
                         wgmma_wait<0>();
-                        finish(read_scales(kb, iter % STAGES), iter % STAGES, boundary, Buf0{}, IntConst<0>{},
-                               AllSlices{});
+                        finish(read_scales(kb, pos.stage), pos.stage, boundary, Buf0{}, IntConst<0>{},
+                               AllSlices{}, IntConst<0>{});
                     } else {
-                        // The scales are read before the wgmmas, so their shared-memory latency
-                        // (long while the tensor cores stream operands) is off the path from the
-                        // wait to the promotion, which the next wgmma of this warpgroup waits for.
-                        const Scales sc = read_scales(kb, iter % STAGES);
-                        issue(iter % STAGES, Buf0{}, IntConst<0>{}, IntConst<1>{});
-                        wgmma_wait<0>();
-                        finish(sc, iter % STAGES, boundary, Buf0{}, IntConst<0>{}, IntConst<1>{});
-                        if constexpr (M64 == 2) {
-                            issue(iter % STAGES, Buf0{}, IntConst<1>{}, IntConst<1>{});
-                            wgmma_wait<0>();
-                            finish(sc, iter % STAGES, boundary, Buf0{}, IntConst<1>{}, IntConst<1>{});
-                        }
+                        serial_k_block(kb, IntConst<0>{});
                     }
                 }
             }
