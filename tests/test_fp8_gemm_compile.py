@@ -260,3 +260,11 @@ def test_valid_block_n_matches_brute_force():
         assert valid_block_n(block_n) == expected, block_n
     # The dense set the design promises is really there.
     assert all(valid_block_n(n) for n in (112, 136, 144, 160, 192, 256))
+
+
+def test_plan_refuses_k_zero():
+    # Serial kernels run a tile's first k-block unconditionally: K = 0 must never reach a launch
+    # (the API writes zeros instead).
+    from deep_gemm.kernels.fp8_gemm import Fp8GemmPlan
+    with pytest.raises(ValueError, match="K=0"):
+        Fp8GemmPlan(Fp8GemmConfig(256, 128, 3, 2), 256, 128, 0, device=0)

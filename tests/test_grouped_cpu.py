@@ -122,3 +122,21 @@ def test_v1_names_in_messages():
     a, b, d, m_indices = contiguous_inputs()
     with pytest.raises(ValueError, match="^out"):
         deep_gemm.m_grouped_gemm_fp8_fp8_bf16_nt_contiguous(a, b, d[:, :-8], m_indices)
+
+
+def test_k_zero_writes_zeros_to_valid_rows_only():
+    # A B^T over an empty K is zero; rows the kernels would not store stay untouched.
+    m_indices = torch.tensor([0] * 128 + [-1] * 128 + [2] * 128 + [7] * 128, dtype=torch.int32)
+    a = deep_gemm.per_token_cast_to_fp8(torch.randn(m_indices.numel(), 0))
+    b = deep_gemm.per_block_cast_to_fp8(torch.randn(G, N, 0))
+    d = torch.full((m_indices.numel(), N), float("nan"), dtype=torch.bfloat16)
+    deep_gemm.m_grouped_fp8_gemm_nt_contiguous(a, b, d, m_indices)
+    valid = (m_indices >= 0) & (m_indices < G)
+    assert (d[valid] == 0).all() and torch.isnan(d[~valid]).all()
+
+    a = deep_gemm.per_token_cast_to_fp8(torch.randn(G, M_MAX, 0))
+    d = torch.full((G, M_MAX, N), float("nan"), dtype=torch.bfloat16)
+    masked_m = torch.tensor([5, 0, 99], dtype=torch.int32)
+    deep_gemm.m_grouped_fp8_gemm_nt_masked(a, b, d, masked_m, 32)
+    rows = torch.arange(M_MAX)[None] < masked_m.clamp(0, M_MAX)[:, None]
+    assert (d[rows] == 0).all() and torch.isnan(d[~rows]).all()

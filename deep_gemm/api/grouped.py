@@ -113,6 +113,9 @@ def _contiguous(a, b, d, m_indices, recipe, config, names) -> None:
     checks.shape(m_indices, "m_indices", (m_sum,), "= (M_sum,), one expert id per row")
     if m_sum == 0 or n == 0 or g == 0:
         return
+    if k == 0:   # the product is zero; the kernel always runs at least one k-block, so it is not launched
+        d.masked_fill_(((m_indices >= 0) & (m_indices < g))[:, None], 0)
+        return
     if not device.use_kernels(x, "m_grouped_fp8_gemm_nt_contiguous"):
         # Only rows of valid experts are defined; the reference gives 0 for the rest.
         d.copy_(reference.m_grouped_fp8_gemm_nt_contiguous(x, sfa, y, sfb, m_indices.clamp(-1, g - 1)
@@ -162,6 +165,9 @@ def _masked(a, b, d, masked_m, expected_m, recipe, config, names) -> None:
         raise ValueError(f"expected_m: expected a non-negative int (a hint of rows per expert), got {expected_m!r}")
     m_max = x.shape[1]
     if m_max == 0 or n == 0 or g == 0:
+        return
+    if k == 0:   # as for the contiguous kind; on the device, so a CUDA graph replays it with new counts
+        d.masked_fill_((torch.arange(m_max, device=d.device)[None, :] < masked_m.clamp(0, m_max)[:, None])[..., None], 0)
         return
     if not device.use_kernels(x, "m_grouped_fp8_gemm_nt_masked"):
         ref = reference.m_grouped_fp8_gemm_nt_masked(x, sfa, y, sfb, masked_m.clamp(0, m_max), out_dtype=d.dtype)

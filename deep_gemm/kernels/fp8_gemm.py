@@ -241,6 +241,9 @@ class Fp8GemmPlan:
 
     def __init__(self, config: Fp8GemmConfig, m: int, n: int, k: int, device: int, num_groups: int = 1):
         config.check()
+        if k <= 0:
+            # Serial kernels run a tile's first k-block unconditionally; the API handles K = 0.
+            raise ValueError(f"K={k}: the kernel needs at least one K block")
         smem = config.smem_bytes(k)
         if smem > MAX_SMEM:
             raise ValueError(f"config {config.kernel_name()} needs {smem} B of shared memory for K={k}, "

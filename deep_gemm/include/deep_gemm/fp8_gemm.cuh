@@ -659,7 +659,9 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
             };
 
             u32 kb = k_slice_begin();
-            if (PIPELINED || kb == k_slice_end()) {
+            // Only a split-K slice can be empty: the host never launches K = 0. (Tested at run
+            // time for every kernel, the zeroing is hoisted above the test and runs anyway.)
+            if (PIPELINED || (SPLIT_K > 1 && kb == k_slice_end())) {
                 #pragma unroll
                 for (u32 mi = 0; mi < M64; ++mi)
                     #pragma unroll
