@@ -167,6 +167,21 @@ def test_sass_uses_fp8_wgmma_and_no_local_memory(cfg, tmp_path):
     assert "USETMAXREG.DEALLOC" in text and "USETMAXREG.TRY_ALLOC" in text, "setmaxnreg missing"
 
 
+@pytest.mark.skipif(CUOBJDUMP is None, reason="cuobjdump not installed (pip install nvidia-cuda-cuobjdump "
+                                              "nvidia-cuda-nvdisasm)")
+def test_main_loop_has_no_per_tile_zeroing_or_special_register_reads(tmp_path):
+    # Session 8 (benchmarks/NOTES.md, changes 25-26): a volatile cvta put two S2UR reads on every
+    # k-block's path to its wgmma, and ptxas zeroed the 128 accumulators twice per tile (CS2R).
+    # Between the first and the last wgmma of the 256x128 kernel there must be neither.
+    cfg = shipped(256, 128, 2)
+    assert cfg.k_unroll == 4
+    lines = sass(cfg.build().cubin, tmp_path).splitlines()
+    mma = [i for i, line in enumerate(lines) if "QGMMA" in line]
+    assert len(mma) == 48, "first k-block peeled, then 4 unrolled and a remainder: 6 x 8 wgmmas"
+    inside = [line.strip() for line in lines[mma[0]:mma[-1]] if re.search(r"\b(S2UR|CS2R)\b", line)]
+    assert not inside, inside
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None and not os.environ.get("DG_JIT_NVCC_PATH"), reason="no nvcc")
 @pytest.mark.parametrize("cfg", [shipped(256, 128, 2), shipped(128, 64, 2, PAIR_M, pipelined=True)],
                          ids=lambda c: c.kernel_name())
