@@ -150,13 +150,33 @@ def build(include: Path, out: Path, shapes, jobs: int) -> int:
 
 
 # ------------------------------------------------------------------------------------------------ run
+def load_metas(cubins: Path) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(cubins.glob("*.json"))]
+
+
+def label(meta: dict) -> str:
+    """A built config as the tables and --only/--config name it, e.g. '256x128 mc2A'."""
+    mc = f" mc2{'A' if meta['multicast_on_a'] else 'B'}" if meta["multicast"] > 1 else ""
+    return f"{meta['block_m']}x{meta['block_n']}{mc}"
+
+
+def problem(m: int, n: int, k: int):
+    """The benchmark's random block-scaled inputs, with sfa also in the MN-major layout both
+    kernels read: (a, sfa, b, sfb, sfa_mn)."""
+    import deep_gemm
+    from benchmarks import peers
+    a, sfa, b, sfb = peers._block_fp8_inputs(m, n, k, "cuda")
+    return a, sfa, b, sfb, deep_gemm.get_mn_major_tma_aligned_tensor(sfa)
+
+
 class DeepGemmLaunch:
     """One prebuilt DeepGEMM kernel bound to one problem's tensors."""
 
-    def __init__(self, meta: dict, cubin: bytes, a, sfa_mn, b, sfb, d):
+    def __init__(self, cubins: Path, meta: dict, a, sfa_mn, b, sfb, d):
         from deep_gemm.jit import runtime
         from deep_gemm.jit.compiler import CompiledKernel
         self.meta = meta
+        cubin = (cubins / f"{meta['name']}.cubin").read_bytes()
         m, n, k = meta["m"], meta["n"], meta["k"]
         bm, bn = meta["block_m"], meta["block_n"]
         compiled = CompiledKernel(name=meta["symbol"], symbol=meta["symbol"], cubin=cubin, log="",
@@ -181,11 +201,7 @@ class DeepGemmLaunch:
 
     def __call__(self):
         import torch
-        from deep_gemm.jit import runtime
-        cfg = self.launcher.config
-        cfg.hStream = runtime.driver().CUstream(torch.cuda.current_stream().cuda_stream)
-        runtime.check(runtime.driver().cuLaunchKernelEx(cfg, self.launcher.func, ctypes.addressof(self.pointers), 0),
-                      f"launch {self.meta['symbol']}")
+        self.launcher.launch(ctypes.addressof(self.pointers), torch.cuda.current_stream().cuda_stream)
 
 
 def run(cubins: Path, shapes, num_tests: int, out_json: Path | None, only: set[str] | None = None) -> int:
@@ -193,11 +209,10 @@ def run(cubins: Path, shapes, num_tests: int, out_json: Path | None, only: set[s
     import deep_gemm
     from benchmarks import peers
     from deep_gemm.testing.bench import bench_kineto, effective_l2_flush_bytes
-    metas = [json.loads(p.read_text()) for p in sorted(cubins.glob("*.json"))]
+    metas = load_metas(cubins)
     rows = []
     for m, n, k in shapes:
-        a, sfa, b, sfb = peers._block_fp8_inputs(m, n, k, "cuda")
-        sfa_mn = deep_gemm.get_mn_major_tma_aligned_tensor(sfa)
+        a, sfa, b, sfb, sfa_mn = problem(m, n, k)
         ref = peers.reference_block_fp8(a, sfa, b, sfb)
         flops = 2 * m * n * k
         ours_out = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
@@ -208,24 +223,23 @@ def run(cubins: Path, shapes, num_tests: int, out_json: Path | None, only: set[s
         for meta in [x for x in metas if (x["m"], x["n"], x["k"]) == (m, n, k)]:
             d = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)   # poisoned
             try:
-                fn = DeepGemmLaunch(meta, (cubins / f"{meta['name']}.cubin").read_bytes(), a, sfa_mn, b, sfb, d)
+                fn = DeepGemmLaunch(cubins, meta, a, sfa_mn, b, sfb, d)
                 fn()
                 torch.cuda.synchronize()
                 err = peers.rel_fro_error(d, ref)
             except Exception as exc:   # a config the kernel rejects at run time is reported, not fatal
                 print(f"{m}x{n}x{k} {meta}: {exc}", flush=True)
                 continue
-            label = f"{meta['block_m']}x{meta['block_n']}" + (
-                f" mc2{'A' if meta['multicast_on_a'] else 'B'}" if meta["multicast"] > 1 else "")
-            if only and label not in only:
+            name = label(meta)
+            if only and name not in only:
                 continue
             if not err < peers.CHECK_TOL:
-                print(f"{m}x{n}x{k} DeepGEMM {label}: WRONG (rel err {err:.3g})", flush=True)
+                print(f"{m}x{n}x{k} DeepGEMM {name}: WRONG (rel err {err:.3g})", flush=True)
                 continue
             t = bench_kineto(fn, KERNEL, num_tests=num_tests, with_multiple_kernels=True, statistic="median")
-            results.append(dict(config=label, stages=meta["stages"], sms=meta["num_sms"], tflops=flops / t / 1e12,
+            results.append(dict(config=name, stages=meta["stages"], sms=meta["num_sms"], tflops=flops / t / 1e12,
                                 rel_err=err))
-            print(f"{m}x{n}x{k} DeepGEMM {label:12s} {flops / t / 1e12:7.1f} TFLOP/s  err {err:.2e}", flush=True)
+            print(f"{m}x{n}x{k} DeepGEMM {name:12s} {flops / t / 1e12:7.1f} TFLOP/s  err {err:.2e}", flush=True)
         # Ours twice, around DeepGEMM's candidates' last timing, so drift between them shows.
         t_ours = [bench_kineto(ours, "fp8_gemm", num_tests=num_tests, with_multiple_kernels=True,
                                      statistic="median") for _ in range(2)]
@@ -256,20 +270,16 @@ def run(cubins: Path, shapes, num_tests: int, out_json: Path | None, only: set[s
     return 0
 
 
-def profile(cubins: Path, shape, label: str) -> int:
+def profile(cubins: Path, shape, config: str) -> int:
     """One warm launch each of ours and DeepGEMM's `label` config inside cudaProfilerStart/Stop,
     for `ncu --profile-from-start off` (use --clock-control none to see the clock they run at)."""
     import torch
     import deep_gemm
-    from benchmarks import peers
     m, n, k = shape
-    meta = next(x for x in (json.loads(p.read_text()) for p in sorted(cubins.glob("*.json")))
-                if (x["m"], x["n"], x["k"]) == shape and f"{x['block_m']}x{x['block_n']}" + (
-                    f" mc2{'A' if x['multicast_on_a'] else 'B'}" if x["multicast"] > 1 else "") == label)
-    a, sfa, b, sfb = peers._block_fp8_inputs(m, n, k, "cuda")
-    sfa_mn = deep_gemm.get_mn_major_tma_aligned_tensor(sfa)
+    meta = next(x for x in load_metas(cubins) if (x["m"], x["n"], x["k"]) == shape and label(x) == config)
+    a, _, b, sfb, sfa_mn = problem(m, n, k)
     d_ours, d_dg = (torch.empty(m, n, device="cuda", dtype=torch.bfloat16) for _ in range(2))
-    theirs = DeepGemmLaunch(meta, (cubins / f"{meta['name']}.cubin").read_bytes(), a, sfa_mn, b, sfb, d_dg)
+    theirs = DeepGemmLaunch(cubins, meta, a, sfa_mn, b, sfb, d_dg)
     ours = lambda: deep_gemm.fp8_gemm_nt((a, sfa_mn), (b, sfb), d_ours)
     for fn in (ours, theirs):
         fn()
@@ -279,7 +289,7 @@ def profile(cubins: Path, shape, label: str) -> int:
         fn()
         torch.cuda.synchronize()
     torch.cuda.cudart().cudaProfilerStop()
-    print(f"profiled ours and DeepGEMM {label} at {m}x{n}x{k}")
+    print(f"profiled ours and DeepGEMM {config} at {m}x{n}x{k}")
     return 0
 
 

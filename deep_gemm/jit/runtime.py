@@ -138,11 +138,16 @@ class Launcher:
     def __call__(self, params: ctypes.Structure, stream: int) -> None:
         # cuLaunchKernelEx copies the parameter bytes before returning, so `params` may be reused.
         args = (ctypes.c_void_p * 1)(ctypes.addressof(params))
+        self.launch(ctypes.addressof(args), stream)
+
+    def launch(self, kernel_params: int, stream: int) -> None:
+        """Launches with `kernel_params`, the address of an array of pointers to each argument (for
+        kernels that take more than the one struct, such as a peer's in tools/)."""
         handle = self._streams.get(stream)
         if handle is None:
             handle = self._streams[stream] = self._stream_type(stream)
         self.config.hStream = handle
-        (err,) = self._launch(self.config, self.func, ctypes.addressof(args), 0)
+        (err,) = self._launch(self.config, self.func, kernel_params, 0)
         if err != self._success:
             check((err,), f"cuLaunchKernelEx(grid={self.grid}, block={self.block}, smem={self.smem}, "
                           f"cluster={self.cluster})")
