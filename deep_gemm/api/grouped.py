@@ -151,6 +151,12 @@ def m_grouped_gemm_fp8_fp8_bf16_nt_masked(lhs, rhs, out, masked_m, expected_m) -
     _masked(lhs, rhs, out, masked_m, expected_m, None, None, _NAMES_V1)
 
 
+def _valid_rows(masked_m: torch.Tensor, m_max: int) -> torch.Tensor:
+    """[G, M_max] bool, true for the rows each expert has (masked_m clamped to [0, M_max]), built on
+    the device from the device's counts."""
+    return torch.arange(m_max, device=masked_m.device)[None, :] < masked_m.clamp(0, m_max)[:, None]
+
+
 def _masked(a, b, d, masked_m, expected_m, recipe, config, names) -> None:
     key = None
     if recipe is None and config is None and type(expected_m) is int:
@@ -167,11 +173,11 @@ def _masked(a, b, d, masked_m, expected_m, recipe, config, names) -> None:
     if m_max == 0 or n == 0 or g == 0:
         return
     if k == 0:   # as for the contiguous kind; on the device, so a CUDA graph replays it with new counts
-        d.masked_fill_((torch.arange(m_max, device=d.device)[None, :] < masked_m.clamp(0, m_max)[:, None])[..., None], 0)
+        d.masked_fill_(_valid_rows(masked_m, m_max)[..., None], 0)
         return
     if not device.use_kernels(x, "m_grouped_fp8_gemm_nt_masked"):
         ref = reference.m_grouped_fp8_gemm_nt_masked(x, sfa, y, sfb, masked_m.clamp(0, m_max), out_dtype=d.dtype)
-        rows = torch.arange(m_max, device=d.device)[None, :] < masked_m.clamp(0, m_max)[:, None]
+        rows = _valid_rows(masked_m, m_max)
         d[rows] = ref[rows]
         return
     _check_kernel_layouts(x, y, sfb, d, names, n)

@@ -87,9 +87,9 @@ class Fp8GemmConfig:
     # partial tiles are summed in rank order through distributed shared memory
     split_k: int = 1
     # k-blocks per iteration of the serial main loop, which lets ptxas overlap one k-block's setup
-    # with the previous promotion. None: 4 where the register model expects no spills, else 1
-    # (first_without_spills also falls back to 1 when ptxas disagrees). Pipelined kernels unroll
-    # their own way and ignore it.
+    # with the previous promotion. None: the most of 4, 2 or 1 that the tile takes without spills
+    # (k_unroll; first_without_spills also falls back to 1 when ptxas disagrees). Pipelined kernels
+    # unroll their own way and ignore it.
     unroll: int | None = None
     # run-time parameters (not template arguments)
     raster_group: int = 8

@@ -514,12 +514,12 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
         RingPos<STAGES> pos;
         u32 m_block, n_block;
 
-        // Issues the wgmmas of slices [FIRST, FIRST + COUNT) of the k-block in stage `s` into
-        // tmp[buf] (as one commit group).
         // Descriptors of stage 0 (this warpgroup's rows of A, and B), built once: a k-block only adds
         // its stage's offset, so the path from the full barrier to the first wgmma stays short.
         const u64 desc_a0 = make_kmajor_sw128_desc(smem + Cfg::OFF_A + warpgroup * Cfg::WG_M * BLOCK_K);
         const u64 desc_b0 = make_kmajor_sw128_desc(smem + Cfg::OFF_B);
+        // Issues the wgmmas of slices [FIRST, FIRST + COUNT) of the k-block in stage `s` into
+        // tmp[buf] (as one commit group).
         auto issue = [&](u32 s, auto buf, auto first, auto count) {
             constexpr u32 FIRST = decltype(first)::value, COUNT = decltype(count)::value;
             const u64 desc_b = desc_advance(desc_b0, s * Cfg::B_STAGE_BYTES);
