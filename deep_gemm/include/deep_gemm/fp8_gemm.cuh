@@ -446,13 +446,20 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
             const u32 rank = scheduler.rank;
             RingPos<STAGES> pos;
             u32 m_block, n_block, expert;
-            while (scheduler.next(m_block, n_block, expert)) {
+            bool has_tile = scheduler.next(m_block, n_block, expert);
+            while (has_tile) {
                 const i32 m0 = m_block * BLOCK_M, n0 = n_block * BLOCK_N;
                 // Grouped B is [G * N, K]: rows past N read the next expert's weights, which only
                 // feed output columns the store clips.
                 const i32 b_row0 = KIND == kGemmDense ? n0 : static_cast<i32>(expert * p.n) + n0;
+                // The next tile is worked out once this tile's first loads are issued, while the
+                // ring is full anyway, so its cost (and the contiguous kind's global read of the
+                // next expert id) never delays a load.
+                u32 next_m_block, next_n_block, next_expert;
+                const u32 kb_begin = k_slice_begin(), kb_end = k_slice_end();
+                bool has_next = kb_begin == kb_end && scheduler.next(next_m_block, next_n_block, next_expert);
                 #pragma unroll 1
-                for (u32 kb = k_slice_begin(), kb_end = k_slice_end(); kb < kb_end; ++kb, pos.advance()) {
+                for (u32 kb = kb_begin; kb < kb_end; ++kb, pos.advance()) {
                     const u32 s = pos.stage;
                     mbar_wait(&empty_bars[s], pos.phase ^ 1);
                     mbar_arrive_expect_tx(&full_bars[s], Cfg::STAGE_TX_BYTES);
@@ -478,7 +485,9 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                     u8* sfa_dst = smem + Cfg::OFF_SFA + s * Cfg::SFA_STAGE_BYTES;
                     if constexpr (Cfg::MASKED) tma_load_3d(sfa_dst, &p.tma_sfa, &full_bars[s], m0, kb, expert);
                     else tma_load_2d(sfa_dst, &p.tma_sfa, &full_bars[s], m0, kb);
+                    if (kb == kb_begin) has_next = scheduler.next(next_m_block, next_n_block, next_expert);
                 }
+                m_block = next_m_block, n_block = next_n_block, expert = next_expert, has_tile = has_next;
             }
         }
     } else {
@@ -630,25 +639,35 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
         if (has_tile) prefetch_sfb(n_block, expert, sfb_base);
         while (has_tile) {
             const u32 m0 = m_block * BLOCK_M, n0 = n_block * BLOCK_N;
-            u32 next_m_block, next_n_block, next_expert;
-            const bool has_next = scheduler.next(next_m_block, next_n_block, next_expert);
-            const u32 next_halves = scheduler.halves;
             // This tile's scales have landed (for every thread), and every thread is past the
             // previous tile, whose buffer the next prefetch overwrites.
             cp_async_wait_all();
             named_barrier_sync(barrier_id, 128);
             sfb_smem = sfb_base + buf * 2 * num_k_blocks;
-            if (has_next) prefetch_sfb(next_n_block, next_expert, sfb_base + (buf ^ 1) * 2 * num_k_blocks);
             // Columns of the tile at or past `boundary` use the second B scale block.
             const u32 boundary = (n0 / 128 + 1) * 128 - n0;
+            // The next tile and the prefetch of its B scales: the scheduler's divisions (and, for
+            // the contiguous kind, its global read of the next expert id, which it branches on)
+            // cost a few hundred cycles. Serial kernels run them while the tile's first wgmmas
+            // are in flight, where the tensor cores would otherwise be waiting for this thread.
+            u32 next_m_block, next_n_block, next_expert, next_halves;
+            bool has_next;
+            auto plan_next_tile = [&]() {
+                has_next = scheduler.next(next_m_block, next_n_block, next_expert);
+                next_halves = scheduler.halves;
+                if (has_next) prefetch_sfb(next_n_block, next_expert, sfb_base + (buf ^ 1) * 2 * num_k_blocks);
+            };
+            auto nothing = []() {};
 
             // One k-block of a serial kernel: both scales read before the wgmmas, so their
             // shared-memory latency (long while the tensor cores stream operands) is off the path
             // from the wait to the promotion, which the next wgmma of this warpgroup waits for.
-            auto serial_k_block = [&](u32 kb, auto init) {
+            // `meanwhile` runs between the first wgmmas and the wait for them.
+            auto serial_k_block = [&](u32 kb, auto init, auto&& meanwhile) {
                 wait_full(pos);
                 const Scales sc = read_scales(kb, pos.stage);
                 issue(pos.stage, Buf0{}, IntConst<0>{}, IntConst<1>{});
+                meanwhile();
                 wgmma_wait<0>();
                 finish(sc, pos.stage, boundary, Buf0{}, IntConst<0>{}, IntConst<1>{}, init);
                 if constexpr (M64 == 2) {
@@ -662,12 +681,13 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
             // Only a split-K slice can be empty: the host never launches K = 0. (Tested at run
             // time for every kernel, the zeroing is hoisted above the test and runs anyway.)
             if (PIPELINED || (SPLIT_K > 1 && kb == k_slice_end())) {
+                plan_next_tile();
                 #pragma unroll
                 for (u32 mi = 0; mi < M64; ++mi)
                     #pragma unroll
                     for (u32 i = 0; i < NUM_ACC; ++i) acc[mi][i] = 0.0f;
             } else {
-                serial_k_block(kb, IntConst<1>{});   // initializes acc
+                serial_k_block(kb, IntConst<1>{}, plan_next_tile);   // initializes acc
                 ++kb, pos.advance();
             }
             if constexpr (PIPELINED) {
@@ -714,7 +734,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                         finish(read_scales(kb, pos.stage), pos.stage, boundary, Buf0{}, IntConst<0>{},
                                AllSlices{}, IntConst<0>{});
                     } else {
-                        serial_k_block(kb, IntConst<0>{});
+                        serial_k_block(kb, IntConst<0>{}, nothing);
                     }
                 }
             }
