@@ -497,6 +497,13 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
         constexpr u32 NUM_ACC = BLOCK_N / 2;   // FP32 accumulators per thread per m64 slice
         const u32 wg_thread = threadIdx.x % 128, warp = wg_thread / 32, lane = lane_id();
         const u32 barrier_id = 1 + warpgroup;   // named barrier of this warpgroup
+        // One thread issues the warpgroup's TMA stores, and its warp issues no cp.async: waiting
+        // for cp.async (DEPBAR on scoreboard 0) also waits for every bulk store the warp issued to
+        // complete, so with both in one warp each tile began with a wait for the previous tile's
+        // whole store, and the warpgroup's other warps waited for that warp at the tile barrier
+        // (Nsight Compute, 4096x32768x512: 17% of the math warps' samples).
+        constexpr u32 STORE_WARP = 3, SFB_LOADERS = STORE_WARP * 32;
+        const bool store_thread = wg_thread == STORE_WARP * 32;
         // Two buffers per warpgroup, each [2 scale rows][K blocks]: the next tile's B scales are
         // fetched with cp.async while this tile computes, so no tile starts with a global load.
         float* sfb_base = reinterpret_cast<float*>(smem + Cfg::OFF_SFB) + warpgroup * 4 * num_k_blocks;
@@ -506,7 +513,8 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
             const u32 row0 = min(n_blk * BLOCK_N / 128, num_sfb_rows - 1);
             const u32 row1 = min(row0 + 1, num_sfb_rows - 1);
             const float* sfb = p.sfb + static_cast<u64>(expert) * p.sfb_group_stride;
-            for (u32 i = wg_thread; i < 2 * num_k_blocks; i += 128) {
+            if (wg_thread >= SFB_LOADERS) return;
+            for (u32 i = wg_thread; i < 2 * num_k_blocks; i += SFB_LOADERS) {
                 const u32 row = i < num_k_blocks ? row0 : row1;
                 const u32 kb = i < num_k_blocks ? i : i - num_k_blocks;
                 cp_async_4(smem_u32(dst + i), sfb + static_cast<u64>(row) * p.sfb_ld + kb);
@@ -641,7 +649,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
             const u32 m0 = m_block * BLOCK_M, n0 = n_block * BLOCK_N;
             // This tile's scales have landed (for every thread), and every thread is past the
             // previous tile, whose buffer the next prefetch overwrites.
-            cp_async_wait_all();
+            if (warp != STORE_WARP) cp_async_wait_all();
             named_barrier_sync(barrier_id, 128);
             sfb_smem = sfb_base + buf * 2 * num_k_blocks;
             // Columns of the tile at or past `boundary` use the second B scale block.
@@ -749,12 +757,12 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 } else if constexpr (Cfg::TMA_EPILOGUE) {
                     u8* d_smem = smem + Cfg::OFF_D + warpgroup * Cfg::D_WG_BYTES;
                     // The previous tile's store must have finished reading the staging buffer.
-                    if (wg_thread == 0) tma_store_wait_smem_read();
+                    if (store_thread) tma_store_wait_smem_read();
                     named_barrier_sync(barrier_id, 128);
                     stage_output_tile<Cfg, M64, NUM_ACC>(smem_u32(d_smem), acc, warp, lane);
                     fence_async_shared();
                     named_barrier_sync(barrier_id, 128);
-                    if (wg_thread == 0) {
+                    if (store_thread) {
                         store_output_tile<Cfg>(p, d_smem, n0, wg_row0, expert);
                         tma_store_commit();
                     }
@@ -767,7 +775,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
             halves = next_halves;
         }
         if constexpr (Cfg::TMA_EPILOGUE) {
-            if (wg_thread == 0) tma_store_wait_all();
+            if (store_thread) tma_store_wait_all();
         }
     }
 
