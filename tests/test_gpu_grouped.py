@@ -80,7 +80,7 @@ def test_contiguous_even(groups, rows, n, k):
     check_contiguous([rows] * groups, n, k)
 
 
-@pytest.mark.parametrize("n,k", NK[:2])
+@pytest.mark.parametrize("n,k", NK)
 @pytest.mark.parametrize("groups,rows,empty", [(8, 4096, 2), (32, 256, 5), (16, 100, 3)])
 def test_contiguous_uneven_with_empty_experts(groups, rows, empty, n, k):
     check_contiguous(uneven_sizes(groups, rows, empty), n, k)
