@@ -41,7 +41,7 @@ INSERTIONS = (
      f" unsigned int dg_empty = 0, dg_p0 = {CLK}; unsigned long long dg_t0 = dg_ns();"),
     ("const u32 s = pos.stage;", f" unsigned int dg_q = {CLK};"),
     ("mbar_wait(&empty_bars[s], pos.phase ^ 1);", f" dg_empty += {CLK} - dg_q;"),
-    ("else tma_load_2d(sfa_dst, &p.tma_sfa, &full_bars[s], m0, kb);\n                }\n            }",
+    ("expert = next_expert, has_tile = has_next;\n            }",
      f"\n if (blockIdx.x < {MAX_CTAS}) {{ unsigned int* o = dg_stall_prod + blockIdx.x * 4;"
      f" o[0] = dg_empty; o[1] = {CLK} - dg_p0; o[2] = (unsigned int)(dg_ns() - dg_t0); o[3] = 1; }}"),
     # math warpgroups
@@ -53,7 +53,7 @@ INSERTIONS = (
     ("            // ------------------------------------------------------------ epilogue",
      f"\n dg_e = {CLK}; dg_loop += dg_e - dg_l;"),
     ("            buf ^= 1;", f" dg_epi += {CLK} - dg_e;"),
-    ("            if (wg_thread == 0) tma_store_wait_all();\n        }",
+    ("            if (store_thread) tma_store_wait_all();\n        }",
      f"\n if (wg_thread == 0 && blockIdx.x < {MAX_CTAS}) {{ unsigned int* o = dg_stall_math + blockIdx.x * 8"
      f" + warpgroup * 4; o[0] = dg_full; o[1] = dg_loop; o[2] = dg_epi; o[3] = {CLK} - dg_m0; }}"),
 )
