@@ -610,16 +610,11 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                     #pragma unroll
                     for (u32 j = 0; j < BLOCK_N / 8; ++j) {
                         const float s_lo = before(j) ? s_lo0 : s_lo1, s_hi = before(j) ? s_hi0 : s_hi1;
-                        if constexpr (INIT) {
-                            a[j * 4 + 0] = t[j * 4 + 0] * s_lo;
-                            a[j * 4 + 1] = t[j * 4 + 1] * s_lo;
-                            a[j * 4 + 2] = t[j * 4 + 2] * s_hi;
-                            a[j * 4 + 3] = t[j * 4 + 3] * s_hi;
-                        } else {
-                            a[j * 4 + 0] += t[j * 4 + 0] * s_lo;
-                            a[j * 4 + 1] += t[j * 4 + 1] * s_lo;
-                            a[j * 4 + 2] += t[j * 4 + 2] * s_hi;
-                            a[j * 4 + 3] += t[j * 4 + 3] * s_hi;
+                        // elements 0-1 of a column group are in row lane/4, 2-3 in row lane/4 + 8
+                        #pragma unroll
+                        for (u32 e = 0; e < 4; ++e) {
+                            const float v = t[j * 4 + e] * (e < 2 ? s_lo : s_hi);
+                            a[j * 4 + e] = INIT ? v : a[j * 4 + e] + v;
                         }
                     }
                 }
