@@ -69,13 +69,14 @@ def package_without_promotion(dst: Path) -> None:
     path = dst / "deep_gemm" / "include" / "deep_gemm" / "fp8_gemm.cuh"
     # One FFMA per m64 slice and k-block stays (column group 0's first element): without a reader
     # of their results ptxas deletes the wgmmas too. (Until session 7 all four statements were
-    # removed, and sessions 3 and 5 timed kernels with no wgmmas left.)
-    def keep_first(match):
-        return "if (j == 0) a[0] += t[0] * s_lo;" if match.group(1) == "0" else ""
-    source, count = re.subn(r"a\[j \* 4 \+ (\d)\] \+= t\[j \* 4 \+ \d\] \* s_(?:lo|hi);", keep_first,
-                            path.read_text())
-    if count != 4:
-        raise SystemExit(f"no_promotion: expected 4 promotion statements in {path}, found {count}")
+    # removed, and sessions 3 and 5 timed kernels with no wgmmas left.) The first k-block keeps
+    # only that element too.
+    anchor = "a[j * 4 + e] = INIT ? v : a[j * 4 + e] + v;"
+    source = path.read_text()
+    count = source.count(anchor)
+    if count != 1:
+        raise SystemExit(f"no_promotion: expected 1 promotion statement in {path}, found {count}")
+    source = source.replace(anchor, "if (j == 0 && e == 0) a[0] = INIT ? v : a[0] + v;")
     path.write_text(source)
 
 
