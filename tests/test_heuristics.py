@@ -11,7 +11,7 @@ import warnings
 
 import pytest
 
-from deep_gemm.api import dense
+from deep_gemm.api import calls, dense
 from deep_gemm.heuristics import fp8_gemm as h
 from deep_gemm.jit.compiler import CompiledKernel
 from deep_gemm.kernels import fp8_gemm as kernel
@@ -318,6 +318,6 @@ def test_forced_config_rolls_its_loop_only_if_left_open(monkeypatch, unroll, exp
     forced = kernel.Fp8GemmConfig(256, 128, 3, 2, unroll=unroll)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        cfg = dense._resolve_config(lambda: (), forced, 132, "test", out_f32=False, epilogue=EPI_TMA_STORE)
+        cfg = calls.resolve_config(lambda: (), forced, 132, "test", out_f32=False, epilogue=EPI_TMA_STORE)
     assert cfg.k_unroll == expected
     assert bool(caught) == (expected > 1), [str(w.message) for w in caught]

@@ -447,7 +447,7 @@ def test_misaligned_pointer():
 def test_warm_cache_replays_only_an_identical_signature(monkeypatch):
     """The warm path launches the remembered plan for exactly the same tensors (address, shape,
     strides, dtype, extra arguments) and for nothing else."""
-    from deep_gemm.api import dense as dense_api
+    from deep_gemm.api import calls
 
     class FakePlan:
         def __init__(self):
@@ -456,16 +456,16 @@ def test_warm_cache_replays_only_an_identical_signature(monkeypatch):
         def launch(self, params):
             self.launches.append(params)
 
-    monkeypatch.setattr(dense_api, "_warm", {})
+    monkeypatch.setattr(calls, "_warm", {})
     a, b, d = inputs()
     plan = FakePlan()
-    key, launched = dense_api._try_replay(a, b, d, "extra", 7)
+    key, launched = calls.try_replay(a, b, d, "extra", 7)
     assert key is not None and not launched
-    dense_api._remember(key, plan, "params")
-    assert dense_api._try_replay(a, b, d, "extra", 7) == (key, True)
+    calls.remember(key, plan, "params")
+    assert calls.try_replay(a, b, d, "extra", 7) == (key, True)
     assert plan.launches == ["params"]
     # any difference (another extra argument, another output view, a list instead of a tuple) misses
-    assert dense_api._try_replay(a, b, d, "extra", 8)[1] is False
-    assert dense_api._try_replay(a, b, d[:, : N - 8], "extra", 7)[1] is False
-    assert dense_api._try_replay(list(a), b, d, "extra", 7) == (None, False)
+    assert calls.try_replay(a, b, d, "extra", 8)[1] is False
+    assert calls.try_replay(a, b, d[:, : N - 8], "extra", 7)[1] is False
+    assert calls.try_replay(list(a), b, d, "extra", 7) == (None, False)
     assert plan.launches == ["params"]

@@ -8,24 +8,18 @@ one transposing copy per call. Calls are asynchronous on the current stream and 
 """
 from __future__ import annotations
 
-import dataclasses
-import warnings
-
 import torch
 
 from .. import envs, reference
 from ..heuristics import fp8_gemm as heuristics
 from ..kernels import fp8_gemm as kernel
 from . import checks, device
+from .calls import NAMES_V1, NAMES_V2, remember, resolve_config, try_replay
 from .layout import get_mn_major_tma_aligned_tensor
 
 _plans: dict[tuple, kernel.Fp8GemmPlan] = {}
 
-_NAMES_V2 = ("a", "b", "d")
-_NAMES_V1 = ("lhs", "rhs", "out")
-
-
-def _validate(a, b, d, c, recipe, names=_NAMES_V2):
+def _validate(a, b, d, c, recipe, names=NAMES_V2):
     an, bn, dn = names
     na, nsfa, nb, nsfb = f"{an}[0] (A)", f"{an}[1] (sfa)", f"{bn}[0] (B)", f"{bn}[1] (sfb)"
     a, sfa = checks.pair(a, an)
@@ -62,61 +56,19 @@ def _epilogue(d: torch.Tensor, c) -> int:
     return kernel.EPI_TMA_REDUCE if tma_ok else kernel.EPI_DIRECT_ACCUMULATE
 
 
-# Warm-call cache: the full signature of the tensors (address, shape, strides, dtype) -> the plan and
-# its parameter block. Everything validation and planning look at is in the key, so a hit needs no
-# further checks; a freed tensor whose address is reused with the same signature gets the same,
-# still correct, parameters.
-_warm: dict[tuple, tuple] = {}
-_WARM_LIMIT = 4096
-
-
-def _signature(a, b, d, *extra):
-    """Everything a call's validity and launch parameters depend on; raises for non-tensors."""
-    x, sx = a
-    y, sy = b
-    key = (x.data_ptr(), x.shape, x.stride(), x.dtype, sx.data_ptr(), sx.shape, sx.stride(), sx.dtype,
-           y.data_ptr(), y.shape, y.stride(), y.dtype, sy.data_ptr(), sy.shape, sy.stride(), sy.dtype,
-           d.data_ptr(), d.shape, d.stride(), d.dtype, device.num_sms_override())
-    for t in extra:
-        key += (t.data_ptr(), t.shape, t.stride(), t.dtype) if isinstance(t, torch.Tensor) else (t,)
-    return key
-
-
-def _try_replay(a, b, d, *extra):
-    """Launches straight from the warm cache when this exact call signature was planned before.
-    Returns (key, launched); key is None when the arguments cannot form a signature."""
-    if type(a) is not tuple or type(b) is not tuple:
-        return None, False
-    try:
-        key = _signature(a, b, d, *extra)
-    except (AttributeError, TypeError, ValueError):
-        return None, False
-    hit = _warm.get(key)
-    if hit is None:
-        return key, False
-    hit[0].launch(hit[1])
-    return key, True
-
-
-def _remember(key, plan, params) -> None:
-    if len(_warm) >= _WARM_LIMIT:
-        _warm.clear()
-    _warm[key] = (plan, params)
-
-
 def fp8_gemm_nt(a, b, d, c=None, recipe=None, compiled_dims: str = "nk", disable_ue8m0_cast: bool = False,
                 *, config: kernel.Fp8GemmConfig | None = None) -> None:
     """D = A_real @ B_real^T (+ C). `config` forces a kernel config (for tuning); see
     deep_gemm.heuristics.fp8_gemm.choose_config for what the library would pick.
     `compiled_dims` and `disable_ue8m0_cast` are accepted for DeepGEMM compatibility and have no
     effect on Hopper (scales stay FP32)."""
-    _fp8_gemm_nt(a, b, d, c, recipe, config, _NAMES_V2)
+    _fp8_gemm_nt(a, b, d, c, recipe, config, NAMES_V2)
 
 
 def _fp8_gemm_nt(a, b, d, c, recipe, config, names) -> None:
     key = None
     if c is None and recipe is None and config is None:
-        key, launched = _try_replay(a, b, d)
+        key, launched = try_replay(a, b, d)
         if launched:
             return
     a, sfa, b, sfb, m, n, k = _validate(a, b, d, c, recipe, names)
@@ -155,33 +107,11 @@ def _fp8_gemm_nt(a, b, d, c, recipe, config, names) -> None:
     # Only calls that used the caller's tensors as they are can be replayed from the signature
     # (a transposed sfa copy or a contiguous sfb copy is a new tensor every call).
     if key is not None and sfa is sfa_given and sfb is sfb_given:
-        _remember(key, plan, params)
-
-
-def _resolve_config(ranked, config, num_sms: int, what: str, **from_call) -> kernel.Fp8GemmConfig:
-    """The heuristic's pick from `ranked()` (the first whose kernel does not spill), or the user's
-    forced config with the fields that follow from the call (`from_call`: output type, epilogue,
-    kind) and at most the device's SMs, its main loop rolled if the user left the unroll open and
-    the unrolled one spills. Warns when the kernel uses local memory anyway."""
-    if config is None:
-        cfg = heuristics.first_without_spills(ranked(), lambda c: c.build())
-    else:
-        if not isinstance(config, kernel.Fp8GemmConfig):
-            raise TypeError(f"config: expected a deep_gemm.Fp8GemmConfig, got {type(config).__name__}")
-        cfg = dataclasses.replace(config, num_sms=min(config.num_sms, num_sms), **from_call)
-        if config.unroll is None:
-            # The unroll is left to us: rolled if the unrolled loop spills with this compiler.
-            cfg = heuristics.first_without_spills([cfg], lambda c: c.build())
-    r = cfg.build().resources
-    if r.get("spill_stores") or r.get("spill_loads") or r.get("stack_frame"):
-        # user -> public function -> its body -> plan -> here
-        warnings.warn(f"deep_gemm: kernel {cfg.kernel_name()} for {what} uses local memory ({r}); "
-                      f"it runs correctly but slower than it should", stacklevel=5)
-    return cfg
+        remember(key, plan, params)
 
 
 def _make_plan(m, n, k, out_f32, epilogue, dev, num_sms, config) -> kernel.Fp8GemmPlan:
-    cfg = _resolve_config(lambda: heuristics.ranked_configs(m, n, k, out_f32, epilogue, num_sms), config, num_sms,
+    cfg = resolve_config(lambda: heuristics.ranked_configs(m, n, k, out_f32, epilogue, num_sms), config, num_sms,
                           f"fp8_gemm_nt M={m} N={n} K={k}", out_f32=out_f32, epilogue=epilogue)
     if envs.print_configs():
         print(f"[deep_gemm] fp8_gemm_nt {heuristics.describe(cfg, m, n, k)}")
@@ -192,4 +122,4 @@ def gemm_fp8_fp8_bf16_nt(lhs, rhs, out) -> None:
     """DeepGEMM 1.x name: out (bf16) = lhs @ rhs^T with lhs = (A, sfa), rhs = (B, sfb)."""
     if isinstance(out, torch.Tensor) and out.dtype != torch.bfloat16:
         raise TypeError(f"out: expected dtype torch.bfloat16, got {out.dtype}")
-    _fp8_gemm_nt(lhs, rhs, out, None, None, None, _NAMES_V1)
+    _fp8_gemm_nt(lhs, rhs, out, None, None, None, NAMES_V1)

@@ -22,7 +22,7 @@ from .. import envs, reference
 from ..heuristics import fp8_gemm as heuristics
 from ..kernels import fp8_gemm as kernel
 from . import checks, device
-from .dense import _NAMES_V1, _NAMES_V2, _remember, _resolve_config, _try_replay
+from .calls import NAMES_V1, NAMES_V2, remember, resolve_config, try_replay
 from .layout import get_mn_major_tma_aligned_tensor
 
 _plans: dict[tuple, kernel.Fp8GemmPlan] = {}
@@ -80,7 +80,7 @@ def _plan(kind, m, n, k, groups, expected_m, epilogue, dev, config) -> kernel.Fp
         return plan
     what = "masked" if kind == kernel.KIND_MASKED else "contiguous"
     rows = expected_m if kind == kernel.KIND_MASKED else m   # the model's m: per expert, or all rows
-    cfg = _resolve_config(lambda: heuristics.ranked_configs(rows, n, k, False, epilogue, num_sms, kind, groups),
+    cfg = resolve_config(lambda: heuristics.ranked_configs(rows, n, k, False, epilogue, num_sms, kind, groups),
                           config, num_sms, f"m_grouped_fp8_gemm_nt_{what} M={m} N={n} K={k} G={groups}",
                           out_f32=False, epilogue=epilogue, kind=kind)
     if envs.print_configs():
@@ -94,18 +94,18 @@ def _plan(kind, m, n, k, groups, expected_m, epilogue, dev, config) -> kernel.Fp
 def m_grouped_fp8_gemm_nt_contiguous(a, b, d, m_indices, recipe=None, compiled_dims: str = "nk",
                                      disable_ue8m0_cast: bool = False, *, config=None) -> None:
     """Contiguous M-grouped GEMM (see the module docstring for the layout and the -1 rows)."""
-    _contiguous(a, b, d, m_indices, recipe, config, _NAMES_V2)
+    _contiguous(a, b, d, m_indices, recipe, config, NAMES_V2)
 
 
 def m_grouped_gemm_fp8_fp8_bf16_nt_contiguous(lhs, rhs, out, m_indices) -> None:
     """DeepGEMM 1.x name of m_grouped_fp8_gemm_nt_contiguous."""
-    _contiguous(lhs, rhs, out, m_indices, None, None, _NAMES_V1)
+    _contiguous(lhs, rhs, out, m_indices, None, None, NAMES_V1)
 
 
 def _contiguous(a, b, d, m_indices, recipe, config, names) -> None:
     key = None
     if recipe is None and config is None:
-        key, launched = _try_replay(a, b, d, m_indices, "contiguous")
+        key, launched = try_replay(a, b, d, m_indices, "contiguous")
         if launched:
             return
     x, sfa, y, sfb, g, n, k = _check_common(a, b, d, m_indices, "m_indices", recipe, names, 2)
@@ -133,14 +133,14 @@ def _contiguous(a, b, d, m_indices, recipe, config, names) -> None:
                               layout_ptr=m_indices.data_ptr(), sfb_group_stride=sfb.stride(0))
     plan.launch(params)
     if key is not None and sfa is sfa_given:
-        _remember(key, plan, params)
+        remember(key, plan, params)
 
 
 # --------------------------------------------------------------------------------------------- masked
 def m_grouped_fp8_gemm_nt_masked(a, b, d, masked_m, expected_m, recipe=None, compiled_dims: str = "nk",
                                  disable_ue8m0_cast: bool = False, *, config=None) -> None:
     """Masked M-grouped GEMM (see the module docstring); capturable in CUDA graphs."""
-    _masked(a, b, d, masked_m, expected_m, recipe, config, _NAMES_V2)
+    _masked(a, b, d, masked_m, expected_m, recipe, config, NAMES_V2)
 
 
 fp8_m_grouped_gemm_nt_masked = m_grouped_fp8_gemm_nt_masked
@@ -148,7 +148,7 @@ fp8_m_grouped_gemm_nt_masked = m_grouped_fp8_gemm_nt_masked
 
 def m_grouped_gemm_fp8_fp8_bf16_nt_masked(lhs, rhs, out, masked_m, expected_m) -> None:
     """DeepGEMM 1.x name of m_grouped_fp8_gemm_nt_masked."""
-    _masked(lhs, rhs, out, masked_m, expected_m, None, None, _NAMES_V1)
+    _masked(lhs, rhs, out, masked_m, expected_m, None, None, NAMES_V1)
 
 
 def _valid_rows(masked_m: torch.Tensor, m_max: int) -> torch.Tensor:
@@ -160,7 +160,7 @@ def _valid_rows(masked_m: torch.Tensor, m_max: int) -> torch.Tensor:
 def _masked(a, b, d, masked_m, expected_m, recipe, config, names) -> None:
     key = None
     if recipe is None and config is None and type(expected_m) is int:
-        key, launched = _try_replay(a, b, d, masked_m, "masked", expected_m)
+        key, launched = try_replay(a, b, d, masked_m, "masked", expected_m)
         if launched:
             return
     x, sfa, y, sfb, g, n, k = _check_common(a, b, d, masked_m, "masked_m", recipe, names, 3)
@@ -201,4 +201,4 @@ def _masked(a, b, d, masked_m, expected_m, recipe, config, names) -> None:
                               d_group_stride=d.stride(0))
     plan.launch(params)
     if key is not None and sfa is sfa_given:
-        _remember(key, plan, params)
+        remember(key, plan, params)

@@ -1,0 +1,80 @@
+"""What every public GEMM call shares: the argument names its messages use, the choice (or the
+user's forced config) of the kernel, and the warm-call cache that replays a planned call."""
+from __future__ import annotations
+
+import dataclasses
+import warnings
+
+import torch
+
+from ..heuristics import fp8_gemm as heuristics
+from ..kernels import fp8_gemm as kernel
+from . import device
+
+# Argument names of the DeepGEMM 2.x and 1.x signatures, for error messages.
+NAMES_V2 = ("a", "b", "d")
+NAMES_V1 = ("lhs", "rhs", "out")
+
+
+def resolve_config(ranked, config, num_sms: int, what: str, **from_call) -> kernel.Fp8GemmConfig:
+    """The heuristic's pick from `ranked()` (the first whose kernel does not spill), or the user's
+    forced config with the fields that follow from the call (`from_call`: output type, epilogue,
+    kind) and at most the device's SMs, its main loop rolled if the user left the unroll open and
+    the unrolled one spills. Warns when the kernel uses local memory anyway."""
+    if config is None:
+        cfg = heuristics.first_without_spills(ranked(), lambda c: c.build())
+    else:
+        if not isinstance(config, kernel.Fp8GemmConfig):
+            raise TypeError(f"config: expected a deep_gemm.Fp8GemmConfig, got {type(config).__name__}")
+        cfg = dataclasses.replace(config, num_sms=min(config.num_sms, num_sms), **from_call)
+        if config.unroll is None:
+            # The unroll is left to us: rolled if the unrolled loop spills with this compiler.
+            cfg = heuristics.first_without_spills([cfg], lambda c: c.build())
+    r = cfg.build().resources
+    if r.get("spill_stores") or r.get("spill_loads") or r.get("stack_frame"):
+        # user -> public function -> its body -> plan -> here
+        warnings.warn(f"deep_gemm: kernel {cfg.kernel_name()} for {what} uses local memory ({r}); "
+                      f"it runs correctly but slower than it should", stacklevel=5)
+    return cfg
+
+
+# Warm-call cache: the full signature of the tensors (address, shape, strides, dtype) -> the plan and
+# its parameter block. Everything validation and planning look at is in the key, so a hit needs no
+# further checks; a freed tensor whose address is reused with the same signature gets the same,
+# still correct, parameters.
+_warm: dict[tuple, tuple] = {}
+_WARM_LIMIT = 4096
+
+
+def signature(a, b, d, *extra):
+    """Everything a call's validity and launch parameters depend on; raises for non-tensors."""
+    x, sx = a
+    y, sy = b
+    key = (x.data_ptr(), x.shape, x.stride(), x.dtype, sx.data_ptr(), sx.shape, sx.stride(), sx.dtype,
+           y.data_ptr(), y.shape, y.stride(), y.dtype, sy.data_ptr(), sy.shape, sy.stride(), sy.dtype,
+           d.data_ptr(), d.shape, d.stride(), d.dtype, device.num_sms_override())
+    for t in extra:
+        key += (t.data_ptr(), t.shape, t.stride(), t.dtype) if isinstance(t, torch.Tensor) else (t,)
+    return key
+
+
+def try_replay(a, b, d, *extra):
+    """Launches straight from the warm cache when this exact call signature was planned before.
+    Returns (key, launched); key is None when the arguments cannot form a signature."""
+    if type(a) is not tuple or type(b) is not tuple:
+        return None, False
+    try:
+        key = signature(a, b, d, *extra)
+    except (AttributeError, TypeError, ValueError):
+        return None, False
+    hit = _warm.get(key)
+    if hit is None:
+        return key, False
+    hit[0].launch(hit[1])
+    return key, True
+
+
+def remember(key, plan, params) -> None:
+    if len(_warm) >= _WARM_LIMIT:
+        _warm.clear()
+    _warm[key] = (plan, params)
