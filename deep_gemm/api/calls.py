@@ -31,7 +31,7 @@ def resolve_config(ranked, config, num_sms: int, what: str, **from_call) -> kern
             # The unroll is left to us: rolled if the unrolled loop spills with this compiler.
             cfg = heuristics.first_without_spills([cfg], lambda c: c.build())
     r = cfg.build().resources
-    if r.get("spill_stores") or r.get("spill_loads") or r.get("stack_frame"):
+    if heuristics.uses_local_memory(r):
         # user -> public function -> its body -> plan -> here
         warnings.warn(f"deep_gemm: kernel {cfg.kernel_name()} for {what} uses local memory ({r}); "
                       f"it runs correctly but slower than it should", stacklevel=5)

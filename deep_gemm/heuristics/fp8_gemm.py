@@ -223,6 +223,11 @@ def choose_config(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms:
     return ranked_configs(m, n, k, out_f32, epilogue, num_sms)[0]
 
 
+def uses_local_memory(resources: dict) -> bool:
+    """Whether a compiled kernel (its ptxas resource report) spills or has a stack frame."""
+    return bool(resources.get("spill_stores") or resources.get("spill_loads") or resources.get("stack_frame"))
+
+
 def first_without_spills(configs, build) -> Fp8GemmConfig:
     """The first config whose compiled kernel uses no local memory; `build(cfg)` -> CompiledKernel.
     Register allocation near the 192-accumulator limit differs between ptxas versions, so the
@@ -234,10 +239,10 @@ def first_without_spills(configs, build) -> Fp8GemmConfig:
                             else (candidate,)))
     first = None
     for cfg in itertools.islice(attempts, 8):
-        r = build(cfg).resources
+        resources = build(cfg).resources
         if first is None:
             first = cfg
-        if not (r.get("spill_stores") or r.get("spill_loads") or r.get("stack_frame")):
+        if not uses_local_memory(resources):
             return cfg
     return first
 
@@ -251,4 +256,4 @@ def describe(cfg: Fp8GemmConfig, m: int, n: int, k: int) -> str:
             f"predicted {est.cycles / 1.83e3:.1f} us")
 
 
-__all__ = ["choose_config", "ranked_configs", "sized", "first_without_spills", "estimate", "describe", "raster_group", "BLOCK_NS", "EPI_TMA_STORE"]
+__all__ = ["choose_config", "ranked_configs", "sized", "first_without_spills", "uses_local_memory", "estimate", "describe", "raster_group", "BLOCK_NS", "EPI_TMA_STORE"]
