@@ -245,3 +245,33 @@ def test_split_k_unaligned_output():
 def test_split_k_cuda_graph():
     # three launches back to back in one graph, each writing d: nothing may leak between them
     check_graph_replay(64, 2112, 7168, config=SPLIT[1], calls=3)
+
+
+# Outputs whose rows are not 16-byte aligned take the direct-store epilogue: 8-byte stores where
+# the rows are 8-byte aligned and N allows (BF16: N % 4 == 0; FP32: N even), scalar ones otherwise.
+# The padding after each row is poisoned and must stay so.
+DIRECT = [
+    (torch.bfloat16, 4, 136),   # 8-byte rows: vector stores
+    (torch.bfloat16, 4, 4104),
+    (torch.bfloat16, 2, 90),    # 8-byte rows but N % 4 != 0: scalar
+    (torch.bfloat16, 1, 136),   # 2-byte rows: scalar
+    (torch.float32, 2, 136),    # 8-byte rows: vector
+    (torch.float32, 1, 4104),   # 4-byte rows: scalar
+]
+
+
+@pytest.mark.parametrize("config", [None, Fp8GemmConfig(256, 128, 4, 2), Fp8GemmConfig(128, 192, 5, 2),
+                                    Fp8GemmConfig(64, 136, 6, 1)], ids=lambda c: c.kernel_name() if c else "pick")
+@pytest.mark.parametrize("dtype,pad,n", DIRECT, ids=lambda x: str(x).replace("torch.", ""))
+@pytest.mark.parametrize("m,k", [(300, 896), (4097, 7232)])
+def test_direct_store_epilogue(m, n, k, dtype, pad, config):
+    with_c = dtype == torch.float32 and pad == 2
+    a, b, (qa, sfa), (qb, sfb) = make_problem(m, n, k)
+    storage = torch.full((m, n + pad), float("nan"), device="cuda", dtype=dtype)
+    d = storage[:, :n]
+    c = torch.randn(m, n, device="cuda") if with_c else None
+    deep_gemm.fp8_gemm_nt((qa, sfa), (qb, sfb), d, c=c, config=config)
+    ref = reference.fp8_gemm_nt(qa, sfa, qb, sfb, c=c, out_dtype=torch.float64, compute_dtype=torch.float64)
+    assert not torch.isnan(d).any(), "unwritten (poisoned) output elements"
+    assert torch.isnan(storage[:, n:]).all(), "wrote into the row padding"
+    assert rel_fro_error(d.double(), ref) < (F32_TOL if dtype == torch.float32 else BF16_TOL)

@@ -291,26 +291,67 @@ DG_DEVICE void store_output_tile(const Fp8GemmParams& p, const u8* d_smem, u32 n
         store(&p.tma_d_tail, d_smem + Cfg::D_FULL_CHUNKS * Cfg::WG_M * 128, n0 + Cfg::D_FULL_CHUNKS * Cfg::D_CHUNK_COLS);
 }
 
-// Direct-store epilogue (any N, any row stride): each thread writes its accumulator fragments
-// (rows warp*16 + lane/4 (+8), column pairs j*8 + (lane%4)*2) with predicated scalar stores,
-// adding to what D holds when the epilogue accumulates.
+// Direct-store epilogue: each thread writes its accumulator fragments (rows warp*16 + lane/4 (+8),
+// column pairs j*8 + (lane%4)*2) straight to global memory, adding to what D holds when the
+// epilogue accumulates. No staging buffer, which leaves its shared memory to another pipeline
+// stage. Stores are 8 bytes wide where D's alignment allows: FP32 column pairs as they are; BF16
+// after lanes 2i and 2i+1 swap one column pair of groups j and j+1, so that each holds four
+// consecutive columns (the four lanes of a row then write one whole 32-byte sector per group
+// pair). Any other N or row stride takes predicated scalar stores.
 template <typename Cfg, u32 M64, u32 NUM_ACC>
 DG_DEVICE void store_fragments_direct(const Fp8GemmParams& p, const float (&acc)[M64][NUM_ACC], u32 row0, u32 n0,
                                       u32 expert, u32 warp, u32 lane) {
+    constexpr u32 GROUPS = Cfg::BN / 8;
+    // FP32: 8-byte pairs; BF16: 8-byte quads (N a multiple of 4, so a quad is all in or all out).
+    const bool vector_ok = (reinterpret_cast<u64>(p.d) % 8 == 0) &&
+                           (Cfg::FP32_OUT ? p.ldd % 2 == 0 && p.n % 2 == 0 : p.ldd % 4 == 0 && p.n % 4 == 0);
+    const bool odd = lane % 2 != 0;
     #pragma unroll
     for (u32 mi = 0; mi < M64; ++mi) {
         #pragma unroll
         for (u32 half = 0; half < 2; ++half) {
             const u32 row = row0 + mi * 64 + warp * 16 + lane / 4 + half * 8;
+            const float* v = &acc[mi][half * 2];   // v[j * 4 + e]: column j*8 + (lane%4)*2 + e
+            if (vector_ok && !Cfg::FP32_OUT) {
+                // The exchange is warp-wide, so rows past M take part and only skip the store.
+                u16* d = static_cast<u16*>(p.d) + output_index<Cfg>(p, min(row, p.m - 1), 0, expert);
+                #pragma unroll
+                for (u32 j = 0; j + 1 < GROUPS; j += 2) {
+                    const u32 mine_j = pack_bf16x2(v[j * 4], v[j * 4 + 1]);
+                    const u32 mine_j1 = pack_bf16x2(v[j * 4 + 4], v[j * 4 + 5]);
+                    // even lanes keep group j and take their partner's pair of it; odd lanes group j+1
+                    const u32 got = __shfl_xor_sync(0xffffffffu, odd ? mine_j : mine_j1, 1);
+                    const u32 col = n0 + j * 8 + (lane % 4) * 2 + (odd ? 6 : 0);
+                    if (row < p.m && col < p.n)
+                        *reinterpret_cast<uint2*>(d + col) = odd ? make_uint2(got, mine_j1) : make_uint2(mine_j, got);
+                }
+                if constexpr (GROUPS % 2 != 0) {
+                    const u32 col = n0 + (GROUPS - 1) * 8 + (lane % 4) * 2;
+                    if (row < p.m && col < p.n)
+                        *reinterpret_cast<u32*>(d + col) = pack_bf16x2(v[(GROUPS - 1) * 4], v[(GROUPS - 1) * 4 + 1]);
+                }
+                continue;
+            }
             if (row >= p.m) continue;
             #pragma unroll
-            for (u32 j = 0; j < Cfg::BN / 8; ++j) {
-                #pragma unroll
-                for (u32 e = 0; e < 2; ++e) {
-                    const u32 col = n0 + j * 8 + (lane % 4) * 2 + e;
-                    if (col < p.n)
-                        store_element<Cfg>(p, output_index<Cfg>(p, row, col, expert), acc[mi][j * 4 + half * 2 + e]);
+            for (u32 j = 0; j < GROUPS; ++j) {
+                const u32 col = n0 + j * 8 + (lane % 4) * 2;
+                if (Cfg::FP32_OUT && vector_ok) {
+                    if (col < p.n) {
+                        float2* d = reinterpret_cast<float2*>(static_cast<float*>(p.d) + output_index<Cfg>(p, row, col, expert));
+                        float2 out = make_float2(v[j * 4], v[j * 4 + 1]);
+                        if constexpr (Cfg::ACCUMULATE) {
+                            const float2 old = *d;
+                            out.x += old.x, out.y += old.y;
+                        }
+                        *d = out;
+                    }
+                    continue;
                 }
+                #pragma unroll
+                for (u32 e = 0; e < 2; ++e)
+                    if (col + e < p.n)
+                        store_element<Cfg>(p, output_index<Cfg>(p, row, col + e, expert), v[j * 4 + e]);
             }
         }
     }
