@@ -276,13 +276,15 @@ DG_DEVICE void stage_output_tile(u32 d_base, const float (&acc)[M64][NUM_ACC], u
     }
 }
 
-// One thread per warpgroup: TMA-stores (or reduce-adds) the staged chunks of the warpgroup's rows.
+// One thread per warpgroup: TMA-stores (or reduce-adds) the staged chunks of the warpgroup's rows,
+// evict-first in L2.
 template <typename Cfg>
 DG_DEVICE void store_output_tile(const Fp8GemmParams& p, const u8* d_smem, u32 n0, u32 row0, u32 expert) {
+    const u64 policy = l2_evict_first_policy();
     auto store = [&](const TmaDescriptor* desc, const u8* src, u32 col) {
-        if constexpr (Cfg::ACCUMULATE) tma_reduce_add_2d(desc, src, col, row0);
-        else if constexpr (Cfg::MASKED) tma_store_3d(desc, src, col, row0, expert);
-        else tma_store_2d(desc, src, col, row0);
+        if constexpr (Cfg::ACCUMULATE) tma_reduce_add_2d(desc, src, col, row0, policy);
+        else if constexpr (Cfg::MASKED) tma_store_3d(desc, src, col, row0, expert, policy);
+        else tma_store_2d(desc, src, col, row0, policy);
     };
     #pragma unroll
     for (u32 c = 0; c < Cfg::D_FULL_CHUNKS; ++c)
