@@ -16,6 +16,12 @@ Variants (timing experiments only: some give wrong results on purpose):
   staggerN        at every tile start the second math warpgroup waits for the tile's first stage,
                   then spins N more cycles before its first wgmma: tests whether the two
                   warpgroups phase-lock (both promoting while the tensor cores idle)
+  skew            the second math warpgroup starts each tile only once the first has finished the
+                  tile's first k-block (bar.arrive / bar.sync): one warpgroup's epilogue then
+                  overlaps the other's wgmmas, at the price of a stage of lookahead for the leader
+  skewhalf        the same, from the end of the first warpgroup's first m64 slice
+                  (both: serial kernels, K of at least 3 k-blocks: with fewer, the leader could
+                  arrive twice before the other waits once)
 The FFMA variants rewrite bit 45 (yield hint; 1 = stay on this warp) and bits 58-61 (operand
 reuse) of the high word of each FFMA (opcode 0x223) in the cubin that NVRTC returns.
 """
@@ -117,6 +123,18 @@ def package_with_stagger(dst: Path, cycles: int) -> None:
     package_with_insertions(dst, "stagger", [("u32 kb = k_slice_begin();", spin)])
 
 
+def package_with_skew(dst: Path, half: bool) -> None:
+    wait = (" if (warpgroup == 1) asm volatile(\"bar.sync 4, 256;\" ::: \"memory\");")
+    arrive = " if (warpgroup == 0) asm volatile(\"bar.arrive 4, 256;\" ::: \"memory\");"
+    if half:
+        arrive_at = ("finish(sc, pos.stage, boundary, Buf0{}, IntConst<0>{}, IntConst<1>{}, init);",
+                     " if constexpr (decltype(init)::value) {" + arrive + " }")
+    else:
+        # (after the anchor's trailing comment: a new line)
+        arrive_at = ("serial_k_block(kb, IntConst<1>{}, plan_next_tile);   // initializes acc", "\n" + arrive)
+    package_with_insertions(dst, "skew", [("u32 kb = k_slice_begin();", wait), arrive_at])
+
+
 # Run inside the child process: installs the cubin rewrite, then the probe.
 CHILD = """
 import sys
@@ -145,13 +163,16 @@ def main() -> int:
         # A variant may be listed more than once (A B A B): each pass gets its own package copy.
         for i, mode in enumerate(args.variants.split(",")):
             stagger = re.fullmatch(r"stagger(\d+)", mode)
-            if mode not in ("baseline", "no_promotion", "no_mma", "ffma_yield_all", "ffma_no_yield") and not stagger:
+            if mode not in ("baseline", "no_promotion", "no_mma", "ffma_yield_all", "ffma_no_yield", "skew",
+                            "skewhalf") and not stagger:
                 raise SystemExit(f"unknown variant {mode}")
             root = REPO if mode == "baseline" or mode.startswith("ffma_") else Path(tmp) / f"{mode}_{i}"
             if mode == "no_promotion":
                 package_without_promotion(root)
             elif mode == "no_mma":
                 package_without_mma(root)
+            elif mode in ("skew", "skewhalf"):
+                package_with_skew(root, mode == "skewhalf")
             elif stagger:
                 package_with_stagger(root, int(stagger.group(1)))
             env = dict(os.environ, PYTHONPATH=str(root), DG_JIT_CACHE_DIR=str(Path(tmp) / f"cache_{mode}"))
@@ -159,7 +180,11 @@ def main() -> int:
             for shape in args.shapes:
                 code = CHILD.format(tools=str(REPO / "tools"), mode=mode, argv=[shape] + args.configs)
                 # cwd = the package root: `python -c` puts the working directory first on sys.path.
-                subprocess.run([sys.executable, "-c", code], env=env, cwd=root, check=False)
+                # A hung kernel (a wrong variant) must not eat the whole device session.
+                try:
+                    subprocess.run([sys.executable, "-c", code], env=env, cwd=root, check=False, timeout=150)
+                except subprocess.TimeoutExpired:
+                    print(f"{shape} {mode}: timed out", flush=True)
     return 0
 
 
