@@ -182,6 +182,32 @@ def test_main_loop_has_no_per_tile_zeroing_or_special_register_reads(tmp_path):
     assert not inside, inside
 
 
+@pytest.mark.skipif(CUOBJDUMP is None, reason="cuobjdump not installed (pip install nvidia-cuda-cuobjdump "
+                                              "nvidia-cuda-nvdisasm)")
+@pytest.mark.parametrize("cfg", [shipped(256, 128, 2, epilogue=EPI_DIRECT), shipped(64, 136, 1, epilogue=EPI_DIRECT),
+                                 shipped(128, 136, 2, PAIR_NONE, True, EPI_DIRECT_ACCUMULATE)],
+                         ids=lambda c: c.kernel_name())
+def test_direct_store_epilogue_has_a_vector_path(cfg, tmp_path):
+    # Session 11 (benchmarks/NOTES.md, change 32): 8-byte stores where D's rows allow, 1.7-2.5x
+    # faster than one store per element; BF16 gets there through one lane swap per two column groups.
+    text = sass(cfg.build().cubin, tmp_path)
+    assert re.search(r"\bSTG\.E\.64\b", text), "no 8-byte global stores"
+    if not cfg.out_f32:
+        assert "SHFL.BFLY" in text, "BF16 lanes do not swap column pairs"
+
+
+@pytest.mark.skipif(CUOBJDUMP is None, reason="cuobjdump not installed (pip install nvidia-cuda-cuobjdump "
+                                              "nvidia-cuda-nvdisasm)")
+@pytest.mark.parametrize("cfg", [shipped(256, 128, 2), shipped(128, 144, 2, PAIR_M, True, EPI_TMA_REDUCE),
+                                 shipped(128, 128, 2, kind=KIND_MASKED)], ids=lambda c: c.kernel_name())
+def test_output_stores_carry_an_l2_policy(cfg, tmp_path):
+    # Change 33: the output's TMA stores are evict-first, so a large output does not push the
+    # operand tiles out of L2. The policy shows as a descriptor operand of each store.
+    stores = [line for line in sass(cfg.build().cubin, tmp_path).splitlines() if re.search(r"\bUTMA(STG|REDG)\b", line)]
+    assert stores, "no TMA stores"
+    assert all("desc[" in line for line in stores), stores
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None and not os.environ.get("DG_JIT_NVCC_PATH"), reason="no nvcc")
 @pytest.mark.parametrize("cfg", [shipped(256, 128, 2), shipped(128, 64, 2, PAIR_M, pipelined=True)],
                          ids=lambda c: c.kernel_name())
