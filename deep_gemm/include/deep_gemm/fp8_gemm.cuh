@@ -484,9 +484,41 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
     if (warpgroup == NUM_MATH_WG) {
         // ---------------------------------------------------------------- producer
         warpgroup_release_registers<Cfg::PRODUCER_REGS>();
-        if (threadIdx.x == Cfg::NUM_MATH_THREADS) {
+        // The whole first warp walks the tiles, so the scheduler state and TMA coordinates are
+        // warp-uniform (uniform registers, as the TMA instructions want them); one elected lane
+        // issues. (Run by one thread, each TMA was wrapped in a loop over the lanes' distinct
+        // operands that cost ~30 instructions per k-block, on an SM sub-partition whose math
+        // warps issue the promotion.)
+        if (__shfl_sync(0xffffffffu, threadIdx.x / 32, 0) == Cfg::NUM_MATH_THREADS / 32) {
+            const bool leader = elect_one_sync();
             Scheduler scheduler(p.m, p.n, p.raster_group, p.grouped_layout, p.num_groups, p.m);
             const u32 rank = scheduler.rank;
+            // Stage s: A, B and A's scales of k-block kb, all counted by the stage's full barrier.
+            auto load_stage = [&](u32 s, u32 kb, i32 m0, i32 b_row0, u32 expert) {
+                mbar_arrive_expect_tx(&full_bars[s], Cfg::STAGE_TX_BYTES);
+                const i32 k0 = kb * BLOCK_K;
+                u8* a_dst = smem + Cfg::OFF_A + s * Cfg::A_STAGE_BYTES;
+                u8* b_dst = smem + Cfg::OFF_B + s * Cfg::B_STAGE_BYTES;
+                if constexpr (PAIR_AXIS == 2) {
+                    constexpr u32 HALF = BLOCK_M / 2;
+                    if constexpr (Cfg::MASKED)
+                        tma_load_3d_multicast(a_dst + rank * HALF * BLOCK_K, &p.tma_a, &full_bars[s], k0, m0 + rank * HALF, expert, 0b11);
+                    else
+                        tma_load_2d_multicast(a_dst + rank * HALF * BLOCK_K, &p.tma_a, &full_bars[s], k0, m0 + rank * HALF, 0b11);
+                } else {
+                    if constexpr (Cfg::MASKED) tma_load_3d(a_dst, &p.tma_a, &full_bars[s], k0, m0, expert);
+                    else tma_load_2d(a_dst, &p.tma_a, &full_bars[s], k0, m0);
+                }
+                if constexpr (PAIR_AXIS == 1) {
+                    constexpr u32 HALF = BLOCK_N / 2;
+                    tma_load_2d_multicast(b_dst + rank * HALF * BLOCK_K, &p.tma_b, &full_bars[s], k0, b_row0 + rank * HALF, 0b11);
+                } else {
+                    tma_load_2d(b_dst, &p.tma_b, &full_bars[s], k0, b_row0);
+                }
+                u8* sfa_dst = smem + Cfg::OFF_SFA + s * Cfg::SFA_STAGE_BYTES;
+                if constexpr (Cfg::MASKED) tma_load_3d(sfa_dst, &p.tma_sfa, &full_bars[s], m0, kb, expert);
+                else tma_load_2d(sfa_dst, &p.tma_sfa, &full_bars[s], m0, kb);
+            };
             RingPos<STAGES> pos;
             u32 m_block, n_block, expert;
             bool has_tile = scheduler.next(m_block, n_block, expert);
@@ -505,29 +537,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 for (u32 kb = kb_begin; kb < kb_end; ++kb, pos.advance()) {
                     const u32 s = pos.stage;
                     mbar_wait(&empty_bars[s], pos.phase ^ 1);
-                    mbar_arrive_expect_tx(&full_bars[s], Cfg::STAGE_TX_BYTES);
-                    const i32 k0 = kb * BLOCK_K;
-                    u8* a_dst = smem + Cfg::OFF_A + s * Cfg::A_STAGE_BYTES;
-                    u8* b_dst = smem + Cfg::OFF_B + s * Cfg::B_STAGE_BYTES;
-                    if constexpr (PAIR_AXIS == 2) {
-                        constexpr u32 HALF = BLOCK_M / 2;
-                        if constexpr (Cfg::MASKED)
-                            tma_load_3d_multicast(a_dst + rank * HALF * BLOCK_K, &p.tma_a, &full_bars[s], k0, m0 + rank * HALF, expert, 0b11);
-                        else
-                            tma_load_2d_multicast(a_dst + rank * HALF * BLOCK_K, &p.tma_a, &full_bars[s], k0, m0 + rank * HALF, 0b11);
-                    } else {
-                        if constexpr (Cfg::MASKED) tma_load_3d(a_dst, &p.tma_a, &full_bars[s], k0, m0, expert);
-                        else tma_load_2d(a_dst, &p.tma_a, &full_bars[s], k0, m0);
-                    }
-                    if constexpr (PAIR_AXIS == 1) {
-                        constexpr u32 HALF = BLOCK_N / 2;
-                        tma_load_2d_multicast(b_dst + rank * HALF * BLOCK_K, &p.tma_b, &full_bars[s], k0, b_row0 + rank * HALF, 0b11);
-                    } else {
-                        tma_load_2d(b_dst, &p.tma_b, &full_bars[s], k0, b_row0);
-                    }
-                    u8* sfa_dst = smem + Cfg::OFF_SFA + s * Cfg::SFA_STAGE_BYTES;
-                    if constexpr (Cfg::MASKED) tma_load_3d(sfa_dst, &p.tma_sfa, &full_bars[s], m0, kb, expert);
-                    else tma_load_2d(sfa_dst, &p.tma_sfa, &full_bars[s], m0, kb);
+                    if (leader) load_stage(s, kb, m0, b_row0, expert);
                     if (kb == kb_begin) has_next = scheduler.next(next_m_block, next_n_block, next_expert);
                 }
                 m_block = next_m_block, n_block = next_n_block, expert = next_expert, has_tile = has_next;
@@ -705,14 +715,16 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
             };
             auto nothing = []() {};
 
-            // One k-block of a serial kernel: both scales read before the wgmmas, so their
-            // shared-memory latency (long while the tensor cores stream operands) is off the path
-            // from the wait to the promotion, which the next wgmma of this warpgroup waits for.
+            // One k-block of a serial kernel. Both scales are read right after the first slice's
+            // wgmmas are issued: their shared-memory latency (long while the tensor cores stream
+            // operands) then runs under those wgmmas, off the path from the wait to the promotion.
+            // Read before the issue, ptxas put the scale products between the first wgmma and
+            // the other three, which then waited for the loads (Nsight Compute, 4096x7168x16384).
             // `meanwhile` runs between the first wgmmas and the wait for them.
             auto serial_k_block = [&](u32 kb, auto init, auto&& meanwhile) {
                 wait_full(pos);
-                const Scales sc = read_scales(kb, pos.stage);
                 issue(pos.stage, Buf0{}, IntConst<0>{}, IntConst<1>{});
+                const Scales sc = read_scales(kb, pos.stage);
                 meanwhile();
                 wgmma_wait<0>();
                 finish(sc, pos.stage, boundary, Buf0{}, IntConst<0>{}, IntConst<1>{}, init);
