@@ -31,8 +31,7 @@ DG_DEVICE T ceil_div(T a, T b) { return (a + b - 1) / b; }
 DG_DEVICE u32 smem_u32(const void* ptr) { return static_cast<u32>(__cvta_generic_to_shared(ptr)); }
 
 DG_DEVICE u32 lane_id() { u32 r; asm volatile("mov.u32 %0, %%laneid;" : "=r"(r)); return r; }
-// True in exactly one lane of the (fully active) warp. ptxas knows the chosen lane runs alone, so
-// code under it keeps the warp's uniform registers (a `lane == 0` test loses that knowledge).
+// True in exactly one lane of the warp (all 32 lanes must execute it).
 DG_DEVICE bool elect_one_sync() {
     u32 elected;
     asm volatile("{\n\t.reg .pred p;\n\telect.sync _|p, 0xffffffff;\n\tselp.u32 %0, 1, 0, p;\n}" : "=r"(elected));
