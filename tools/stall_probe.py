@@ -8,7 +8,7 @@ Thread 0 of each math warpgroup sums, over its tiles:
   k-loop    cycles from a tile's first k-block to its last promotion (includes `full`)
   epilogue  cycles from the end of the k-loop to the next tile
   total     cycles from the register hand-over to the end of its last tile
-The producer thread sums the cycles it waits for a free stage (`empty`: the math is behind) and
+The producer warp sums the cycles it waits for a free stage (`empty`: the math is behind) and
 stamps the global timer at its start and end, so cycles / nanoseconds gives the SM clock that the
 kernel actually ran at (what nvidia-smi's 100 ms samples cannot show for a 0.2 ms launch).
 Printed: medians over CTAs (and over 5 launches, each after an L2 flush), as fractions of the

@@ -3,13 +3,14 @@
 // A: e4m3 [M, K] K-major; B: e4m3 [N, K] K-major; sfa: f32, MN-major [ceil(K/128), M_pad4];
 // sfb: f32 [ceil(N/128), sfb_ld]; D: bf16 or f32 [M, N].
 //
-// Persistent and warp-specialized: the last warpgroup is the producer (one thread issues TMA loads
-// of A, B and sfa into a STAGES-deep ring guarded by full/empty mbarriers); the other warpgroups do
-// the math. Per 128-wide K block each math warpgroup runs four m64nNk32 wgmmas into a temporary
-// accumulator, waits, and promotes it into the FP32 result with both scales (the two-level
-// accumulation that keeps FP8 accurate). PIPELINED kernels promote one k-block while the next
-// one's wgmmas run; serial kernels with 128-row warpgroups (256-row tiles) run their two m64
-// slices in turn through one temporary, while the other warpgroup keeps the tensor cores busy.
+// Persistent and warp-specialized: the last warpgroup is the producer (its first warp walks the
+// tiles and one elected lane issues TMA loads of A, B and sfa into a STAGES-deep ring guarded by
+// full/empty mbarriers); the other warpgroups do the math. Per 128-wide K block each math
+// warpgroup runs four m64nNk32 wgmmas into a temporary accumulator, waits, and promotes it into
+// the FP32 result with both scales (the two-level accumulation that keeps FP8 accurate).
+// PIPELINED kernels promote one k-block while the next one's wgmmas run; serial kernels with
+// 128-row warpgroups (256-row tiles) run their two m64 slices in turn through one temporary,
+// while the other warpgroup keeps the tensor cores busy.
 // With a 2-CTA cluster, the operand the pair shares is split in halves, each CTA loads one half
 // and multicasts it to both.
 //
