@@ -15,7 +15,7 @@ from deep_gemm.heuristics.fp8_gemm import first_without_spills, ranked_configs, 
 from deep_gemm.jit import compiler
 from deep_gemm.kernels.fp8_gemm import (EPI_DIRECT, EPI_DIRECT_ACCUMULATE, EPI_TMA_REDUCE, EPI_TMA_STORE, MAX_SMEM,
                                         KIND_CONTIGUOUS, KIND_DENSE, KIND_MASKED, PAIR_M, PAIR_N, PAIR_NONE, Fp8GemmConfig,
-                                        valid_block_n)
+                                        k_tail_steps, valid_block_n)
 
 K_REF = 7168   # stage counts below are what fits shared memory at this K, i.e. what the heuristic ships
 
@@ -268,6 +268,7 @@ GOOD = Fp8GemmConfig(128, 128, 4, 2)
     (dict(block_n=136, pipelined=True), "accumulator registers"),        # 3 x 136 / 2
     (dict(pipelined=True, stages=2, block_n=64), "stages must be >= 3"),
     (dict(split_k=9), "split_k=9"),
+    (dict(k_tail=4), "k_tail=4"),
     (dict(split_k=0), "split_k=0"),
     (dict(split_k=2, pair_axis=PAIR_M), "without multicast pairs"),
     (dict(split_k=2, kind=KIND_CONTIGUOUS), "without multicast pairs"),
@@ -324,3 +325,32 @@ def test_plan_refuses_k_zero():
     from deep_gemm.kernels.fp8_gemm import Fp8GemmPlan
     with pytest.raises(ValueError, match="K=0"):
         Fp8GemmPlan(Fp8GemmConfig(256, 128, 3, 2), 256, 128, 0, device=0)
+
+
+@pytest.mark.parametrize("k,steps", [(64, 0), (128, 0), (144, 1), (160, 1), (176, 2), (576, 2), (592, 3), (608, 3),
+                                     (624, 0), (640, 0), (7168, 0), (7232, 2)])
+def test_k_tail_steps(k, steps):
+    # the 32-wide steps that hold data in a short last k-block; a full or only k-block runs all four
+    assert k_tail_steps(k) == steps
+
+
+@pytest.mark.skipif(CUOBJDUMP is None, reason="cuobjdump not installed (pip install nvidia-cuda-cuobjdump "
+                                              "nvidia-cuda-nvdisasm)")
+@pytest.mark.parametrize("k_tail", [1, 2, 3])
+def test_short_last_k_block_runs_only_its_steps(k_tail, tmp_path):
+    # 256x128 issues 8 wgmmas per k-block (two m64 slices x four k32 steps) in 48 QGMMAs; the
+    # short k-block adds its own two slices of k_tail steps, and the full-K kernel is unchanged.
+    cfg = dataclasses.replace(shipped(256, 128, 2), k_tail=k_tail)
+    k = cfg.build()
+    assert cfg.kernel_name().endswith(f"_t{k_tail}") and cfg.kernel_name() != shipped(256, 128, 2).kernel_name()
+    assert (k.resources["spill_stores"], k.resources["spill_loads"], k.resources["stack_frame"]) == (0, 0, 0)
+    assert sass(k.cubin, tmp_path).count("QGMMA.64x128x32") == 48 + 2 * k_tail
+
+
+def test_plan_refuses_a_k_tail_that_does_not_match_k():
+    # A kernel compiled for a shorter last k-block would drop the data of this K's last columns.
+    from deep_gemm.kernels.fp8_gemm import Fp8GemmPlan
+    with pytest.raises(ValueError, match="k_tail=0"):
+        Fp8GemmPlan(Fp8GemmConfig(256, 128, 3, 2, k_tail=2), 256, 128, 512, device=0)
+    with pytest.raises(ValueError, match="k_tail=3"):
+        Fp8GemmPlan(Fp8GemmConfig(256, 128, 3, 2, k_tail=2), 256, 128, 592, device=0)

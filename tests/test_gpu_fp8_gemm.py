@@ -125,7 +125,23 @@ def test_forced_configs(config, m, n, k):
     run_and_check(m, n, k, config=config)
 
 
-@pytest.mark.parametrize("m,n,k", [(300, 4104, 7168), (4096, 7168, 2048), (7, 100, 384), (65, 4097, 256)])
+# A short last k-block (K % 128 of 1 to 96) runs only the 32-wide steps that hold data: tails of
+# 1, 3 and 2 steps, through every main loop (serial with one and two m64 slices, pipelined, split-K
+# serial and pipelined; K = 144 under split 3 puts the short block first in its slice).
+SHORT_K = [144, 400, 592, 7232]
+SHORT_K_CONFIGS = [None, Fp8GemmConfig(256, 128, 3, 2), Fp8GemmConfig(128, 192, 4, 2), Fp8GemmConfig(64, 144, 5, 1),
+                   Fp8GemmConfig(64, 128, 6, 1, pipelined=True), Fp8GemmConfig(64, 112, 6, 1, split_k=3),
+                   Fp8GemmConfig(128, 128, 4, 2, pipelined=True, split_k=2)]
+
+
+@pytest.mark.parametrize("config", SHORT_K_CONFIGS, ids=lambda c: c.kernel_name() if c else "auto")
+@pytest.mark.parametrize("k", SHORT_K)
+def test_short_last_k_block(k, config):
+    run_and_check(300, 1000, k, config=config)
+
+
+@pytest.mark.parametrize("m,n,k", [(300, 4104, 7168), (4096, 7168, 2048), (7, 100, 384), (65, 4097, 256),
+                                   (777, 1000, 592)])
 @pytest.mark.parametrize("with_c", [False, True])
 def test_fp32_output(m, n, k, with_c):
     run_and_check(m, n, k, out_dtype=torch.float32, with_c=with_c)

@@ -94,6 +94,11 @@ def test_contiguous_odd_n_and_bitwise_repeat():
     assert torch.equal(d[valid], again[valid])
 
 
+def test_contiguous_short_last_k_block():
+    # K = 592: the last k-block holds 80 of 128 columns and runs three of its four wgmma steps
+    check_contiguous([300, 0, 129, 256], 1000, 592)
+
+
 # 256-row tiles: a tile whose two 128-row halves belong to different experts runs once per expert.
 TWO_EXPERT_TILES = [Fp8GemmConfig(256, 128, 3, 2, kind=KIND_CONTIGUOUS),
                     Fp8GemmConfig(256, 96, 3, 2, PAIR_N, kind=KIND_CONTIGUOUS)]
@@ -155,6 +160,15 @@ def test_masked(groups, expected, n, k):
     masked_m = masked_m.cuda()
     d = torch.full((groups, m_max, n), float("nan"), device="cuda", dtype=torch.bfloat16)
     deep_gemm.m_grouped_fp8_gemm_nt_masked(qa, qb, d, masked_m, expected)
+    check_masked(qa, qb, d, masked_m)
+
+
+def test_masked_short_last_k_block():
+    g, m_max, n, k = 4, 512, 1000, 592
+    qa, qb = masked_problem(g, m_max, n, k)
+    masked_m = torch.tensor([512, 0, 300, 77], dtype=torch.int32, device="cuda")
+    d = torch.full((g, m_max, n), float("nan"), device="cuda", dtype=torch.bfloat16)
+    deep_gemm.m_grouped_fp8_gemm_nt_masked(qa, qb, d, masked_m, 256)
     check_masked(qa, qb, d, masked_m)
 
 

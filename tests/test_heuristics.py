@@ -292,6 +292,18 @@ def test_make_plan_forced_config(monkeypatch):
     assert plan.config == dataclasses.replace(forced, out_f32=True, epilogue=EPI_TMA_REDUCE, num_sms=114)
     with pytest.raises(TypeError, match="config"):
         dense._make_plan(64, 64, 128, False, EPI_TMA_STORE, 0, 132, "128x128")
+    # ... and so does the short last k-block of K = 576 (64 columns: two 32-wide steps)
+    assert dense._make_plan(4096, 7168, 576, False, EPI_TMA_STORE, 0, 132, forced).config.k_tail == 2
+
+
+@pytest.mark.parametrize("k,k_tail", [(576, 2), (512, 0), (7232, 2), (96, 0)])
+def test_ranked_configs_carry_the_short_last_k_block(k, k_tail):
+    ranked = h.ranked_configs(4096, 7168, k, False, EPI_TMA_STORE, 132)
+    assert {c.k_tail for c in ranked} == {k_tail}
+    if k_tail:
+        # the model charges the short block only its steps' tensor work
+        full = dataclasses.replace(ranked[0], k_tail=0)
+        assert h.estimate(ranked[0], 4096, 7168, k).cycles < h.estimate(full, 4096, 7168, k).cycles
 
 
 @pytest.mark.parametrize("units,max_clusters,expected", [

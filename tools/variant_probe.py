@@ -110,7 +110,7 @@ def run_in_patched_package(patch, code: str, args) -> int:
 
 
 def package_without_mma(dst: Path) -> None:
-    package_with_insertions(dst, "no_mma", [("auto issue = [&](u32 s, auto buf, auto first, auto count) {",
+    package_with_insertions(dst, "no_mma", [("auto issue = [&](u32 s, auto buf, auto first, auto count, auto steps) {",
                                              # pinned, not left undefined: ptxas spills otherwise
                                              " if (s < 0xFFFFFFFFu) { for (auto& row : tmp[decltype(buf)::value])"
                                              " for (float& x : row) pin_register(x); return; }")])

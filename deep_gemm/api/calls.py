@@ -18,7 +18,7 @@ NAMES_V1 = ("lhs", "rhs", "out")
 
 def resolve_config(ranked, config, num_sms: int, what: str, **from_call) -> kernel.Fp8GemmConfig:
     """The heuristic's pick from `ranked()` (the first whose kernel does not spill), or the user's
-    forced config with the fields that follow from the call (`from_call`: output type, epilogue,
+    forced config with the fields that follow from the call (`from_call`: output type, epilogue, K tail,
     kind) and at most the device's SMs, its main loop rolled if the user left the unroll open and
     the unrolled one spills. Warns when the kernel uses local memory anyway."""
     if config is None:

@@ -27,7 +27,7 @@ import math
 
 from ..kernels.fp8_gemm import (BLOCK_K, EPI_TMA_STORE, KIND_CONTIGUOUS, KIND_DENSE, KIND_MASKED,
                                 MAX_ACCUMULATOR_FLOATS, MAX_SMEM, PAIR_M, PAIR_N, PAIR_NONE, Fp8GemmConfig,
-                                valid_block_n)
+                                k_tail_steps, valid_block_n)
 
 FLOPS_PER_CYCLE = 8192          # dense FP8 wgmma per SM per cycle (1979 TFLOP/s / 132 SMs / 1.83 GHz)
 L2_BYTES_PER_CYCLE = 48.0       # L2 -> SM operand bandwidth per SM
@@ -137,7 +137,10 @@ def estimate(cfg: Fp8GemmConfig, m: int, n: int, k: int, groups: int = 1, expert
         (PAIR_LATENCY_FACTOR if cfg.pair_axis != PAIR_NONE else 1.0)
     if not cfg.pipelined:
         latency *= SERIAL_LATENCY_FACTOR   # the promotion is on the critical path of every k-block
-    tile_cycles = kb_per_cta * max(compute, load, latency) + TILE_OVERHEAD_CYCLES
+    # A short last k-block (k_tail) runs only its steps with data: a fraction of a k-block's
+    # tensor work, in the slice that holds it (the first slices are the longest under split-K).
+    short = 1 - cfg.k_tail / 4 if cfg.k_tail and split == 1 else 0.0
+    tile_cycles = kb_per_cta * max(compute, load, latency) - short * compute + TILE_OVERHEAD_CYCLES
     if split > 1:
         tile_cycles += SPLIT_REDUCE_CYCLES + SPLIT_PER_CTA_CYCLES * split + bm * bn * 4 / DSMEM_BYTES_PER_CYCLE
     unique_bytes = groups * (m * k + n * k + m * n * cfg.out_bytes)
@@ -157,15 +160,15 @@ def raster_group(num_sms: int, block_m: int, block_n: int, n_units: int) -> int:
 
 
 def sized(cfg: Fp8GemmConfig, n: int, k: int) -> Fp8GemmConfig | None:
-    """cfg with the most pipeline stages that fit K and the raster group for N, or None when fewer
-    than MIN_STAGES fit."""
+    """cfg with the most pipeline stages that fit K, its short last k-block (k_tail) and the
+    raster group for N, or None when fewer than MIN_STAGES fit."""
     stages = stages_that_fit(cfg, k)
     if stages < MIN_STAGES:
         return None
     n_units = math.ceil(n / cfg.block_n)
     if cfg.pair_axis == PAIR_N:
         n_units = math.ceil(n_units / 2)
-    return dataclasses.replace(cfg, stages=stages,
+    return dataclasses.replace(cfg, stages=stages, k_tail=k_tail_steps(k),
                                raster_group=raster_group(cfg.num_sms, cfg.block_m, cfg.block_n, n_units))
 
 

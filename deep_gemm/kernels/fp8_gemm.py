@@ -61,6 +61,15 @@ def scale_boundary_cases(block_n: int) -> int:
 MAX_BOUNDARY_CASES = 8
 
 
+def k_tail_steps(k: int) -> int:
+    """The k_tail a problem of depth K compiles for: the 32-wide steps that hold data in its last
+    k-block when that block is short, 0 when it is full or the only one (a tile's first k-block
+    always runs in full)."""
+    if k <= BLOCK_K:
+        return 0
+    return -(-(k % BLOCK_K) // 32) % (BLOCK_K // 32)
+
+
 def balanced_clusters(units: int, max_clusters: int) -> int:
     """The fewest persistent clusters that walk `units` tile units in as many rounds as
     `max_clusters` would: 512 tiles take 4 rounds on 128 CTAs as on 132, and the 4 idle SMs draw
@@ -91,6 +100,9 @@ class Fp8GemmConfig:
     # (k_unroll; first_without_spills also falls back to 1 when ptxas disagrees). Pipelined kernels
     # unroll their own way and ignore it.
     unroll: int | None = None
+    # 32-wide K steps of data in the problem's last k-block, which then runs only those wgmmas
+    # (k_tail_steps(K): 1-3; 0 = all four). Follows from K: the heuristic and the API set it.
+    k_tail: int = 0
     # run-time parameters (not template arguments)
     raster_group: int = 8
     num_sms: int = 132
@@ -167,7 +179,7 @@ class Fp8GemmConfig:
     def template_args(self) -> str:
         return (f"{self.block_m}, {self.block_n}, {self.stages}, {self.num_math_wg}, {self.pair_axis}, "
                 f"{'true' if self.out_f32 else 'false'}, {self.epilogue}, {'true' if self.pipelined else 'false'}, "
-                f"{self.kind}, {self.split_k}, {self.k_unroll}")
+                f"{self.kind}, {self.split_k}, {self.k_unroll}, {self.k_tail}")
 
     def kernel_name(self) -> str:
         """Unique per compiled kernel (run-time fields excluded)."""
@@ -175,7 +187,8 @@ class Fp8GemmConfig:
                 f"{'f32' if self.out_f32 else 'bf16'}_e{self.epilogue}{'_pp' if self.pipelined else ''}"
                 f"{'' if self.kind == KIND_DENSE else f'_g{self.kind}'}"
                 f"{'' if self.split_k == 1 else f'_k{self.split_k}'}"
-                f"{'' if self.k_unroll == 1 else f'_u{self.k_unroll}'}")
+                f"{'' if self.k_unroll == 1 else f'_u{self.k_unroll}'}"
+                f"{'' if self.k_tail == 0 else f'_t{self.k_tail}'}")
 
     def check(self) -> None:
         """Raises ValueError for configs the kernel cannot run (mirrors its static_asserts)."""
@@ -209,6 +222,8 @@ class Fp8GemmConfig:
             problems.append("split-K runs without multicast pairs, for the dense and masked kinds")
         if self.unroll not in (None, 1, 2, 4, 8):
             problems.append(f"unroll={self.unroll} not in (1, 2, 4, 8)")
+        if self.k_tail not in (0, 1, 2, 3):
+            problems.append(f"k_tail={self.k_tail} not in (0, 1, 2, 3)")
         if self.accumulator_floats() > MAX_ACCUMULATOR_FLOATS:
             problems.append(f"{self.accumulator_floats()} accumulator registers per thread exceed the "
                             f"{MAX_ACCUMULATOR_FLOATS} that compile without spills")
@@ -244,6 +259,10 @@ class Fp8GemmPlan:
         if k <= 0:
             # Serial kernels run a tile's first k-block unconditionally; the API handles K = 0.
             raise ValueError(f"K={k}: the kernel needs at least one K block")
+        if config.k_tail not in (0, k_tail_steps(k)):
+            # A kernel compiled for a shorter last k-block would drop data of this K.
+            raise ValueError(f"config {config.kernel_name()} is compiled for a last k-block of {32 * config.k_tail} "
+                             f"columns; K={k} needs k_tail={k_tail_steps(k)} (or 0)")
         smem = config.smem_bytes(k)
         if smem > MAX_SMEM:
             raise ValueError(f"config {config.kernel_name()} needs {smem} B of shared memory for K={k}, "

@@ -6,7 +6,8 @@
 // Persistent and warp-specialized: the last warpgroup is the producer (its first warp walks the
 // tiles and one elected lane issues TMA loads of A, B and sfa into a STAGES-deep ring guarded by
 // full/empty mbarriers); the other warpgroups do the math. Per 128-wide K block each math
-// warpgroup runs four m64nNk32 wgmmas into a temporary accumulator, waits, and promotes it into
+// warpgroup runs four m64nNk32 wgmmas (in a short last K block, only those over its data; TMA
+// zero-fills the rest) into a temporary accumulator, waits, and promotes it into
 // the FP32 result with both scales (the two-level accumulation that keeps FP8 accurate).
 // PIPELINED kernels promote one k-block while the next one's wgmmas run; serial kernels with
 // 128-row warpgroups (256-row tiles) run their two m64 slices in turn through one temporary,
@@ -57,9 +58,13 @@ enum Epilogue : u32 {
 };
 
 template <u32 BLOCK_M, u32 BLOCK_N, u32 STAGES, u32 NUM_MATH_WG, u32 PAIR_AXIS, bool OUT_F32, u32 EPILOGUE,
-          bool PIPELINED, u32 KIND, u32 SPLIT_K, u32 K_UNROLL>
+          bool PIPELINED, u32 KIND, u32 SPLIT_K, u32 K_UNROLL, u32 K_TAIL>
 struct Fp8GemmConfig {
     static constexpr u32 BLOCK_K = 128;
+    static constexpr u32 K_STEPS = BLOCK_K / 32;   // m64nNk32 wgmmas per k-block and m64 slice
+    // K_TAIL (1-3): the problem's last k-block has data only in its first K_TAIL 32-wide K steps
+    // (TMA zero-fills the rest), so it runs only their wgmmas; 0: it runs all K_STEPS.
+    static constexpr u32 TAIL_STEPS = K_TAIL == 0 ? K_STEPS : K_TAIL;
     static constexpr u32 CLUSTER = PAIR_AXIS != 0 ? 2 : SPLIT_K;
     static constexpr u32 MULTICAST_CTAS = PAIR_AXIS != 0 ? 2 : 1;   // CTAs that read each stage
     static constexpr u32 WG_M = BLOCK_M / NUM_MATH_WG;       // rows per math warpgroup
@@ -130,6 +135,7 @@ struct Fp8GemmConfig {
                   "split-K: dense or masked kinds, without multicast pairs");
     static_assert(K_UNROLL == 1 || K_UNROLL == 2 || K_UNROLL == 4 || K_UNROLL == 8, "K_UNROLL: 1, 2, 4 or 8");
     static_assert(!PIPELINED || K_UNROLL == 1, "pipelined kernels unroll their main loop their own way");
+    static_assert(K_TAIL < K_STEPS, "K_TAIL: 0 (full last k-block) or 1-3 steps of 32");
 };
 
 // A position in the STAGES-deep ring: the stage and the parity of its current phase. Advanced one
@@ -432,11 +438,11 @@ DG_DEVICE void reduce_split_k_tile(const Fp8GemmParams& p, u8* smem, const float
 }
 
 template <u32 BLOCK_M, u32 BLOCK_N, u32 STAGES, u32 NUM_MATH_WG, u32 PAIR_AXIS, bool OUT_F32, u32 EPILOGUE,
-          bool PIPELINED, u32 KIND, u32 SPLIT_K, u32 K_UNROLL>
+          bool PIPELINED, u32 KIND, u32 SPLIT_K, u32 K_UNROLL, u32 K_TAIL>
 __global__ void __launch_bounds__((NUM_MATH_WG + 1) * 128, 1)
 fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
     using Cfg = Fp8GemmConfig<BLOCK_M, BLOCK_N, STAGES, NUM_MATH_WG, PAIR_AXIS, OUT_F32, EPILOGUE, PIPELINED, KIND,
-                              SPLIT_K, K_UNROLL>;
+                              SPLIT_K, K_UNROLL, K_TAIL>;
     constexpr u32 BLOCK_K = Cfg::BLOCK_K;
     constexpr u32 CLUSTER = Cfg::CLUSTER;
 
@@ -481,6 +487,12 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
     auto k_slice_bound = [&](u32 rank) -> u32 { return min(rank * ceil_div(num_k_blocks, SPLIT_K), num_k_blocks); };
     auto k_slice_begin = [&]() -> u32 { return SPLIT_K == 1 ? 0u : k_slice_bound(cluster_cta_rank()); };
     auto k_slice_end = [&]() -> u32 { return SPLIT_K == 1 ? num_k_blocks : k_slice_bound(cluster_cta_rank() + 1); };
+    // End of the k-blocks the math loops run with all K_STEPS wgmmas: with K_TAIL, the slice that
+    // holds the problem's last k-block leaves it to a short k-block of its own.
+    auto k_full_end = [&]() -> u32 {
+        const u32 end = k_slice_end();
+        return K_TAIL != 0 && end == num_k_blocks ? end - 1 : end;
+    };
 
     if (warpgroup == NUM_MATH_WG) {
         // ---------------------------------------------------------------- producer
@@ -590,9 +602,10 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
         const u64 desc_a0 = make_kmajor_sw128_desc(smem + Cfg::OFF_A + warpgroup * Cfg::WG_M * BLOCK_K);
         const u64 desc_b0 = make_kmajor_sw128_desc(smem + Cfg::OFF_B);
         // Issues the wgmmas of slices [FIRST, FIRST + COUNT) of the k-block in stage `s` into
-        // tmp[buf] (as one commit group).
-        auto issue = [&](u32 s, auto buf, auto first, auto count) {
+        // tmp[buf] (as one commit group), over its first STEPS 32-wide K steps.
+        auto issue = [&](u32 s, auto buf, auto first, auto count, auto steps) {
             constexpr u32 FIRST = decltype(first)::value, COUNT = decltype(count)::value;
+            constexpr u32 STEPS = decltype(steps)::value;
             const u64 desc_b = desc_advance(desc_b0, s * Cfg::B_STAGE_BYTES);
             wgmma_fence();
             #pragma unroll
@@ -606,7 +619,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 if constexpr (PIPELINED || M64 == 1) WgmmaFp8<BLOCK_N>::overwrite(desc_a, desc_b, t);
                 else WgmmaFp8<BLOCK_N>::mma(desc_a, desc_b, t, false);
                 #pragma unroll
-                for (u32 kk = 1; kk < BLOCK_K / 32; ++kk)
+                for (u32 kk = 1; kk < STEPS; ++kk)
                     WgmmaFp8<BLOCK_N>::mma(desc_advance(desc_a, kk * 32), desc_advance(desc_b, kk * 32), t, true);
             }
             wgmma_commit();
@@ -688,6 +701,8 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
         auto wait_full = [&](const RingPos<STAGES>& at) { mbar_wait(&full_bars[at.stage], at.phase); };
         using Buf0 = IntConst<0>;
         using AllSlices = IntConst<M64>;
+        using FullK = IntConst<Cfg::K_STEPS>;
+        using TailK = IntConst<Cfg::TAIL_STEPS>;
 
         u32 buf = 0, expert;   // buf: parity of this CTA's tile count
         Scheduler scheduler(p.m, p.n, p.raster_group, p.grouped_layout, p.num_groups, p.m);
@@ -722,15 +737,15 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
             // Read before the issue, ptxas put the scale products between the first wgmma and
             // the other three, which then waited for the loads (Nsight Compute, 4096x7168x16384).
             // `meanwhile` runs between the first wgmmas and the wait for them.
-            auto serial_k_block = [&](u32 kb, auto init, auto&& meanwhile) {
+            auto serial_k_block = [&](u32 kb, auto init, auto&& meanwhile, auto steps) {
                 wait_full(pos);
-                issue(pos.stage, Buf0{}, IntConst<0>{}, IntConst<1>{});
+                issue(pos.stage, Buf0{}, IntConst<0>{}, IntConst<1>{}, steps);
                 const Scales sc = read_scales(kb, pos.stage);
                 meanwhile();
                 wgmma_wait<0>();
                 finish(sc, pos.stage, boundary, Buf0{}, IntConst<0>{}, IntConst<1>{}, init);
                 if constexpr (M64 == 2) {
-                    issue(pos.stage, Buf0{}, IntConst<1>{}, IntConst<1>{});
+                    issue(pos.stage, Buf0{}, IntConst<1>{}, IntConst<1>{}, steps);
                     wgmma_wait<0>();
                     finish(sc, pos.stage, boundary, Buf0{}, IntConst<1>{}, IntConst<1>{}, init);
                 }
@@ -746,7 +761,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                     #pragma unroll
                     for (u32 i = 0; i < NUM_ACC; ++i) acc[mi][i] = 0.0f;
             } else {
-                serial_k_block(kb, IntConst<1>{}, plan_next_tile);   // initializes acc
+                serial_k_block(kb, IntConst<1>{}, plan_next_tile, FullK{});   // initializes acc
                 ++kb, pos.advance();
             }
             if constexpr (PIPELINED) {
@@ -755,15 +770,15 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 // that retires it, and none is in flight across the back edge (otherwise ptxas
                 // serializes every wgmma). Three of four promotions overlap the next wgmmas.
                 #pragma unroll 1
-                for (; kb + 4 <= k_slice_end(); kb += 4) {
+                for (; kb + 4 <= k_full_end(); kb += 4) {
                     wait_full(pos);
-                    issue(pos.stage, Buf0{}, IntConst<0>{}, AllSlices{});
+                    issue(pos.stage, Buf0{}, IntConst<0>{}, AllSlices{}, FullK{});
                     auto step = [&](auto j) {
                         constexpr u32 J = decltype(j)::value;
                         if constexpr (J < 3) {
                             const RingPos<STAGES> ahead = pos.next();
                             wait_full(ahead);
-                            issue(ahead.stage, IntConst<(J + 1) % 2>{}, IntConst<0>{}, AllSlices{});
+                            issue(ahead.stage, IntConst<(J + 1) % 2>{}, IntConst<0>{}, AllSlices{}, FullK{});
                             wgmma_wait<1>();
                         } else {
                             wgmma_wait<0>();
@@ -784,16 +799,27 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 // promotion's FFMAs, off the path to the next wgmma (256x128: +6% with 4 over a
                 // rolled loop). The host picks less where that spills. Pipelined kernels
                 // (K_UNROLL 1) only run their tail of at most three k-blocks here.
-                #pragma unroll (K_UNROLL)
-                for (; kb < k_slice_end(); ++kb, pos.advance()) {
+                auto k_block = [&](auto steps) {
                     if constexpr (PIPELINED) {   // the tail of the pipelined loop
                         wait_full(pos);
-                        issue(pos.stage, Buf0{}, IntConst<0>{}, AllSlices{});
+                        issue(pos.stage, Buf0{}, IntConst<0>{}, AllSlices{}, steps);
                         wgmma_wait<0>();
                         finish(read_scales(kb, pos.stage), pos.stage, boundary, Buf0{}, IntConst<0>{},
                                AllSlices{}, IntConst<0>{});
                     } else {
-                        serial_k_block(kb, IntConst<0>{}, nothing);
+                        serial_k_block(kb, IntConst<0>{}, nothing, steps);
+                    }
+                };
+                #pragma unroll (K_UNROLL)
+                for (; kb < k_full_end(); ++kb, pos.advance()) k_block(FullK{});
+                // The short last k-block: at K = 576 it holds 64 of 128, and wgmmas over its
+                // zero-filled half would cost the tensor cores a tenth of the tile. (When it is
+                // also the first k-block of a serial kernel's tile or slice, it ran above, in
+                // full: the zero steps add nothing.)
+                if constexpr (K_TAIL != 0) {
+                    if (kb < k_slice_end()) {
+                        k_block(TailK{});
+                        ++kb, pos.advance();
                     }
                 }
             }
