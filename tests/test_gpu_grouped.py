@@ -163,15 +163,6 @@ def test_masked(groups, expected, n, k):
     check_masked(qa, qb, d, masked_m)
 
 
-def test_masked_short_last_k_block():
-    g, m_max, n, k = 4, 512, 1000, 592
-    qa, qb = masked_problem(g, m_max, n, k)
-    masked_m = torch.tensor([512, 0, 300, 77], dtype=torch.int32, device="cuda")
-    d = torch.full((g, m_max, n), float("nan"), device="cuda", dtype=torch.bfloat16)
-    deep_gemm.m_grouped_fp8_gemm_nt_masked(qa, qb, d, masked_m, 256)
-    check_masked(qa, qb, d, masked_m)
-
-
 def test_masked_graph_replay_with_new_counts():
     g, m_max, n, k = 6, 512, 4096, 7168
     qa, qb = masked_problem(g, m_max, n, k)
@@ -190,22 +181,16 @@ def test_masked_graph_replay_with_new_counts():
         check_masked(qa, qb, d, masked_m)
 
 
-def test_masked_counts_out_of_range_are_clamped():
-    g, m_max, n, k = 3, 256, 512, 512
+@pytest.mark.parametrize("g,m_max,n,k,counts,expected", [
+    (3, 256, 512, 512, [10_000, -3, 100], 100),    # counts out of range are clamped to [0, M_max]
+    (4, 300, 100, 384, [300, 7, 0, 129], 128),     # odd N: the direct-store epilogue
+    (4, 512, 1000, 592, [512, 0, 300, 77], 256),   # a short last k-block (80 of 128 columns)
+], ids=["clamped_counts", "odd_n_direct_store", "short_last_k_block"])
+def test_masked_edge_cases(g, m_max, n, k, counts, expected):
     qa, qb = masked_problem(g, m_max, n, k)
-    masked_m = torch.tensor([10_000, -3, 100], dtype=torch.int32, device="cuda")
+    masked_m = torch.tensor(counts, dtype=torch.int32, device="cuda")
     d = torch.full((g, m_max, n), float("nan"), device="cuda", dtype=torch.bfloat16)
-    deep_gemm.m_grouped_fp8_gemm_nt_masked(qa, qb, d, masked_m, 100)
-    torch.cuda.synchronize()
-    check_masked(qa, qb, d, masked_m)
-
-
-def test_masked_odd_n_direct_store():
-    g, m_max, n, k = 4, 300, 100, 384
-    qa, qb = masked_problem(g, m_max, n, k)
-    masked_m = torch.tensor([300, 7, 0, 129], dtype=torch.int32, device="cuda")
-    d = torch.full((g, m_max, n), float("nan"), device="cuda", dtype=torch.bfloat16)
-    deep_gemm.m_grouped_fp8_gemm_nt_masked(qa, qb, d, masked_m, 128)
+    deep_gemm.m_grouped_fp8_gemm_nt_masked(qa, qb, d, masked_m, expected)
     check_masked(qa, qb, d, masked_m)
 
 
