@@ -798,7 +798,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 // next k-block's barrier wait, scale loads and descriptors up among the previous
                 // promotion's FFMAs, off the path to the next wgmma (256x128: +6% with 4 over a
                 // rolled loop). The host picks less where that spills. Pipelined kernels
-                // (K_UNROLL 1) only run their tail of at most three k-blocks here.
+                // (K_UNROLL 1) only run their tail of at most three full k-blocks here.
                 auto k_block = [&](auto steps) {
                     if constexpr (PIPELINED) {   // the tail of the pipelined loop
                         wait_full(pos);
