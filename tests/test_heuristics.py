@@ -224,13 +224,14 @@ def test_first_without_spills_when_everything_spills():
     assert 1 <= len(built) <= 8
 
 
-@pytest.mark.parametrize("m, n, k", [(64, 2112, 7168), (4096, 7168, 2048), (7, 136, 7232)])
+@pytest.mark.parametrize("m, n, k", [(64, 2112, 7168), (4096, 7168, 2048), (7, 136, 7232), (4096, 7168, 576)])
 def test_describe(m, n, k):
     cfg = h.choose_config(m, n, k, False, EPI_TMA_STORE, 132)
     text = h.describe(cfg, m, n, k)
     assert isinstance(text, str)
     assert f"M={m} N={n} K={k}" in text
     assert f"{cfg.block_m}x{cfg.block_n}" in text and "waves" in text
+    assert ("short last k-block" in text) == (k % 128 != 0 and k > 128 and k % 128 <= 96)
 
 
 def test_raster_group_bounds():

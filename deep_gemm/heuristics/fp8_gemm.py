@@ -255,7 +255,9 @@ def describe(cfg: Fp8GemmConfig, m: int, n: int, k: int) -> str:
     pair = {PAIR_NONE: "none", PAIR_M: "B shared by M pairs", PAIR_N: "A shared by N pairs"}[cfg.pair_axis]
     return (f"M={m} N={n} K={k}: block {cfg.block_m}x{cfg.block_n}, {cfg.stages} stages, {cfg.num_math_wg} math WG, "
             f"{'pipelined' if cfg.pipelined else 'serial'} promotion, "
-            f"multicast {pair}, split-K {cfg.split_k}, raster group {cfg.raster_group}, {est.waves} waves (last {est.last_wave_fill:.0%} full), "
+            f"multicast {pair}, split-K {cfg.split_k}, raster group {cfg.raster_group}, "
+            f"{f'short last k-block ({cfg.k_tail} of 4 wgmma steps), ' if cfg.k_tail else ''}"
+            f"{est.waves} waves (last {est.last_wave_fill:.0%} full), "
             f"predicted {est.cycles / 1.83e3:.1f} us")
 
 
