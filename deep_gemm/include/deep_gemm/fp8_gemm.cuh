@@ -64,7 +64,6 @@ struct Fp8GemmConfig {
     static constexpr u32 K_STEPS = BLOCK_K / 32;   // m64nNk32 wgmmas per k-block and m64 slice
     // K_TAIL (1-3): the problem's last k-block has data only in its first K_TAIL 32-wide K steps
     // (TMA zero-fills the rest), so it runs only their wgmmas; 0: it runs all K_STEPS.
-    static constexpr u32 TAIL_STEPS = K_TAIL == 0 ? K_STEPS : K_TAIL;
     static constexpr u32 CLUSTER = PAIR_AXIS != 0 ? 2 : SPLIT_K;
     static constexpr u32 MULTICAST_CTAS = PAIR_AXIS != 0 ? 2 : 1;   // CTAs that read each stage
     static constexpr u32 WG_M = BLOCK_M / NUM_MATH_WG;       // rows per math warpgroup
@@ -702,7 +701,6 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
         using Buf0 = IntConst<0>;
         using AllSlices = IntConst<M64>;
         using FullK = IntConst<Cfg::K_STEPS>;
-        using TailK = IntConst<Cfg::TAIL_STEPS>;
 
         u32 buf = 0, expert;   // buf: parity of this CTA's tile count
         Scheduler scheduler(p.m, p.n, p.raster_group, p.grouped_layout, p.num_groups, p.m);
@@ -818,7 +816,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 // full: the zero steps add nothing.)
                 if constexpr (K_TAIL != 0) {
                     if (kb < k_slice_end()) {
-                        k_block(TailK{});
+                        k_block(IntConst<K_TAIL>{});
                         ++kb, pos.advance();
                     }
                 }
