@@ -223,6 +223,23 @@ def test_tma_loads_take_uniform_operands(cfg, tmp_path):
     assert not looped, looped
 
 
+@pytest.mark.skipif(CUOBJDUMP is None, reason="cuobjdump not installed (pip install nvidia-cuda-cuobjdump "
+                                              "nvidia-cuda-nvdisasm)")
+@pytest.mark.parametrize("cfg", [shipped(256, 128, 2), shipped(128, 192, 2), shipped(128, 144, 2, PAIR_M, True, EPI_TMA_REDUCE),
+                                 shipped(128, 128, 2, PAIR_N, kind=KIND_MASKED), shipped(128, 64, 2, PAIR_M, pipelined=True),
+                                 shipped(256, 128, 2, kind=KIND_CONTIGUOUS)], ids=lambda c: c.kernel_name())
+def test_barrier_waits_take_uniform_addresses(cfg, tmp_path):
+    # Session 14 (tools/wgmma_rs_probe.py): the same ring of full/free barriers cost 12% more cycles
+    # per k-block when ptxas addressed its waits from vector registers ([R+URZ]) than from uniform
+    # ones ([UR]), with otherwise the same instructions. Every wait of these kernels is uniform.
+    # (Serial split-K kernels are not: their slice bounds come from the cluster rank. A lead.)
+    waits = [line.split("*/")[1].strip() for line in sass(cfg.build().cubin, tmp_path).splitlines()
+             if "SYNCS.PHASECHK" in line]
+    assert waits, "no barrier waits"
+    vector = [w for w in waits if not re.search(r"\[UR\d+", w)]
+    assert not vector, vector
+
+
 @pytest.mark.skipif(shutil.which("nvcc") is None and not os.environ.get("DG_JIT_NVCC_PATH"), reason="no nvcc")
 @pytest.mark.parametrize("cfg", [shipped(256, 128, 2), shipped(128, 64, 2, PAIR_M, pipelined=True)],
                          ids=lambda c: c.kernel_name())
