@@ -7,7 +7,9 @@ float64 reference first, into a poisoned output whose row padding must stay unto
 
 Variants: "pick" is the library's own choice on a contiguous D (TMA store); "tma:BMxBNxSTAGES" forces
 that config on a contiguous D; "direct:BMxBNxSTAGES" forces it on a D whose rows are padded to 8-byte (not
-16-byte) multiples, which takes the direct-store epilogue.
+16-byte) multiples, which takes the direct-store epilogue. Either may add ":pm" or ":pn" (a multicast
+pair sharing B or A) and ":rG" (a raster group of G N units instead of the heuristic's), for example
+"tma:256x128x3:pn:r8" (session 14's pair and raster sweeps).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import deep_gemm
 from deep_gemm import reference
 from deep_gemm.jit import precompile
 from deep_gemm.heuristics import fp8_gemm as heur
-from deep_gemm.kernels.fp8_gemm import EPI_DIRECT, EPI_TMA_STORE, Fp8GemmConfig
+from deep_gemm.kernels.fp8_gemm import EPI_DIRECT, EPI_TMA_STORE, PAIR_M, PAIR_N, PAIR_NONE, Fp8GemmConfig
 from deep_gemm.testing import bench_kineto, calc_diff, fp8_gemm_inputs, rel_fro_error
 
 SHAPES = "4096,7168,16384;4096,4096,7168;4096,7168,2048;4096,2112,7168;4096,24576,1536;4096,32768,512;" \
@@ -31,14 +33,21 @@ VARIANTS = ("pick", "tma:256x128x3", "direct:256x128x3", "direct:256x128x4", "tm
 
 
 def parse(variant: str, n: int, num_sms: int):
-    """(kind, forced config or None); the config gets the raster group the heuristic would use."""
+    """(kind, forced config or None). Optional suffixes: ":pm" / ":pn" a multicast pair (PAIR_M shares
+    B, PAIR_N shares A), ":rG" a raster group of G N units; without one, the heuristic's group."""
     if variant == "pick":
         return "pick", None
-    kind, spec = variant.split(":")
+    kind, spec, *extra = variant.split(":")
     bm, bn, stages = (int(x) for x in spec.split("x"))
     epilogue = EPI_DIRECT if kind == "direct" else EPI_TMA_STORE
-    cfg = Fp8GemmConfig(bm, bn, stages, 1 if bm == 64 else 2, epilogue=epilogue, num_sms=num_sms)
-    return kind, dataclasses.replace(cfg, raster_group=heur.raster_group(num_sms, bm, bn, -(-n // bn)))
+    pair = {"pm": PAIR_M, "pn": PAIR_N}.get(next((e for e in extra if e.startswith("p")), ""), PAIR_NONE)
+    cfg = Fp8GemmConfig(bm, bn, stages, 1 if bm == 64 else 2, pair, epilogue=epilogue, num_sms=num_sms)
+    forced = [int(e[1:]) for e in extra if e.startswith("r")]
+    n_units = -(-n // bn)
+    if pair == PAIR_N:
+        n_units = -(-n_units // 2)
+    group = forced[0] if forced else heur.raster_group(num_sms, bm, bn, n_units)
+    return kind, dataclasses.replace(cfg, raster_group=group)
 
 
 def output(m: int, n: int, kind: str):
