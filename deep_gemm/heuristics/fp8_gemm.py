@@ -25,7 +25,7 @@ import functools
 import itertools
 import math
 
-from ..kernels.fp8_gemm import (BLOCK_K, EPI_TMA_STORE, KIND_CONTIGUOUS, KIND_DENSE, KIND_MASKED,
+from ..kernels.fp8_gemm import (BLOCK_K, EPI_TMA_STORE, K_STEPS, KIND_CONTIGUOUS, KIND_DENSE, KIND_MASKED,
                                 MAX_ACCUMULATOR_FLOATS, MAX_SMEM, PAIR_M, PAIR_N, PAIR_NONE, Fp8GemmConfig,
                                 k_tail_steps, valid_block_n)
 
@@ -139,7 +139,7 @@ def estimate(cfg: Fp8GemmConfig, m: int, n: int, k: int, groups: int = 1, expert
         latency *= SERIAL_LATENCY_FACTOR   # the promotion is on the critical path of every k-block
     # A short last k-block (k_tail) runs only its steps with data: a fraction of a k-block's
     # tensor work, in the slice that holds it (the first slices are the longest under split-K).
-    short = 1 - cfg.k_tail / 4 if cfg.k_tail and split == 1 else 0.0
+    short = 1 - cfg.k_tail / K_STEPS if cfg.k_tail and split == 1 else 0.0
     tile_cycles = kb_per_cta * max(compute, load, latency) - short * compute + TILE_OVERHEAD_CYCLES
     if split > 1:
         tile_cycles += SPLIT_REDUCE_CYCLES + SPLIT_PER_CTA_CYCLES * split + bm * bn * 4 / DSMEM_BYTES_PER_CYCLE
@@ -256,7 +256,7 @@ def describe(cfg: Fp8GemmConfig, m: int, n: int, k: int) -> str:
     return (f"M={m} N={n} K={k}: block {cfg.block_m}x{cfg.block_n}, {cfg.stages} stages, {cfg.num_math_wg} math WG, "
             f"{'pipelined' if cfg.pipelined else 'serial'} promotion, "
             f"multicast {pair}, split-K {cfg.split_k}, raster group {cfg.raster_group}, "
-            f"{f'short last k-block ({cfg.k_tail} of 4 wgmma steps), ' if cfg.k_tail else ''}"
+            f"{f'short last k-block ({cfg.k_tail} of {K_STEPS} wgmma steps), ' if cfg.k_tail else ''}"
             f"{est.waves} waves (last {est.last_wave_fill:.0%} full), "
             f"predicted {est.cycles / 1.83e3:.1f} us")
 

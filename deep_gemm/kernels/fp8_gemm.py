@@ -14,6 +14,7 @@ from ..jit import runtime
 from .common import TensorMapBytes, current_stream, layout_asserts, params_struct, set_tensor_map
 
 BLOCK_K = 128
+K_STEPS = BLOCK_K // 32   # m64nNk32 wgmmas per k-block and m64 slice (Fp8GemmConfig::K_STEPS)
 
 # Epilogue kinds; values match the C++ enum.
 EPI_TMA_STORE, EPI_TMA_REDUCE, EPI_DIRECT, EPI_DIRECT_ACCUMULATE = 0, 1, 2, 3
@@ -67,7 +68,7 @@ def k_tail_steps(k: int) -> int:
     always runs in full)."""
     if k <= BLOCK_K:
         return 0
-    return -(-(k % BLOCK_K) // 32) % (BLOCK_K // 32)
+    return -(-(k % BLOCK_K) // 32) % K_STEPS
 
 
 def balanced_clusters(units: int, max_clusters: int) -> int:
@@ -222,8 +223,8 @@ class Fp8GemmConfig:
             problems.append("split-K runs without multicast pairs, for the dense and masked kinds")
         if self.unroll not in (None, 1, 2, 4, 8):
             problems.append(f"unroll={self.unroll} not in (1, 2, 4, 8)")
-        if self.k_tail not in (0, 1, 2, 3):
-            problems.append(f"k_tail={self.k_tail} not in (0, 1, 2, 3)")
+        if self.k_tail not in range(K_STEPS):
+            problems.append(f"k_tail={self.k_tail} not in 0..{K_STEPS - 1}")
         if self.accumulator_floats() > MAX_ACCUMULATOR_FLOATS:
             problems.append(f"{self.accumulator_floats()} accumulator registers per thread exceed the "
                             f"{MAX_ACCUMULATOR_FLOATS} that compile without spills")
