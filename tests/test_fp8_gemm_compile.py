@@ -140,6 +140,9 @@ def _find_cuobjdump():
 
 
 CUOBJDUMP = _find_cuobjdump()
+# SASS checks need cuobjdump (and the nvdisasm it runs); CI installs both from PyPI.
+needs_cuobjdump = pytest.mark.skipif(CUOBJDUMP is None, reason="cuobjdump not installed (pip install "
+                                     "nvidia-cuda-cuobjdump nvidia-cuda-nvdisasm)")
 
 
 def sass(cubin: bytes, tmp_path: Path) -> str:
@@ -152,8 +155,7 @@ def sass(cubin: bytes, tmp_path: Path) -> str:
     return proc.stdout
 
 
-@pytest.mark.skipif(CUOBJDUMP is None, reason="cuobjdump not installed (pip install nvidia-cuda-cuobjdump "
-                                              "nvidia-cuda-nvdisasm)")
+@needs_cuobjdump
 @pytest.mark.parametrize("cfg", [shipped(64, 144, 1), shipped(128, 144, 2, PAIR_M, True, EPI_TMA_REDUCE),
                                  shipped(128, 64, 2, PAIR_M, pipelined=True),
                                  shipped(64, 128, 1, pipelined=True, split_k=4)],
@@ -167,8 +169,7 @@ def test_sass_uses_fp8_wgmma_and_no_local_memory(cfg, tmp_path):
     assert "USETMAXREG.DEALLOC" in text and "USETMAXREG.TRY_ALLOC" in text, "setmaxnreg missing"
 
 
-@pytest.mark.skipif(CUOBJDUMP is None, reason="cuobjdump not installed (pip install nvidia-cuda-cuobjdump "
-                                              "nvidia-cuda-nvdisasm)")
+@needs_cuobjdump
 def test_main_loop_has_no_per_tile_zeroing_or_special_register_reads(tmp_path):
     # Session 8 (benchmarks/NOTES.md, changes 25-26): a volatile cvta put two S2UR reads on every
     # k-block's path to its wgmma, and ptxas zeroed the 128 accumulators twice per tile (CS2R).
@@ -182,8 +183,7 @@ def test_main_loop_has_no_per_tile_zeroing_or_special_register_reads(tmp_path):
     assert not inside, inside
 
 
-@pytest.mark.skipif(CUOBJDUMP is None, reason="cuobjdump not installed (pip install nvidia-cuda-cuobjdump "
-                                              "nvidia-cuda-nvdisasm)")
+@needs_cuobjdump
 @pytest.mark.parametrize("cfg", [shipped(256, 128, 2, epilogue=EPI_DIRECT), shipped(64, 136, 1, epilogue=EPI_DIRECT),
                                  shipped(128, 136, 2, PAIR_NONE, True, EPI_DIRECT_ACCUMULATE)],
                          ids=lambda c: c.kernel_name())
@@ -196,8 +196,7 @@ def test_direct_store_epilogue_has_a_vector_path(cfg, tmp_path):
         assert "SHFL.BFLY" in text, "BF16 lanes do not swap column pairs"
 
 
-@pytest.mark.skipif(CUOBJDUMP is None, reason="cuobjdump not installed (pip install nvidia-cuda-cuobjdump "
-                                              "nvidia-cuda-nvdisasm)")
+@needs_cuobjdump
 @pytest.mark.parametrize("cfg", [shipped(256, 128, 2), shipped(128, 144, 2, PAIR_M, True, EPI_TMA_REDUCE),
                                  shipped(128, 128, 2, kind=KIND_MASKED)], ids=lambda c: c.kernel_name())
 def test_output_stores_carry_an_l2_policy(cfg, tmp_path):
@@ -208,8 +207,7 @@ def test_output_stores_carry_an_l2_policy(cfg, tmp_path):
     assert all("desc[" in line for line in stores), stores
 
 
-@pytest.mark.skipif(CUOBJDUMP is None, reason="cuobjdump not installed (pip install nvidia-cuda-cuobjdump "
-                                              "nvidia-cuda-nvdisasm)")
+@needs_cuobjdump
 @pytest.mark.parametrize("cfg", [shipped(256, 128, 2), shipped(128, 144, 2, PAIR_M, True, EPI_TMA_REDUCE),
                                  shipped(128, 128, 2, PAIR_N, kind=KIND_MASKED)], ids=lambda c: c.kernel_name())
 def test_tma_loads_take_uniform_operands(cfg, tmp_path):
@@ -223,8 +221,7 @@ def test_tma_loads_take_uniform_operands(cfg, tmp_path):
     assert not looped, looped
 
 
-@pytest.mark.skipif(CUOBJDUMP is None, reason="cuobjdump not installed (pip install nvidia-cuda-cuobjdump "
-                                              "nvidia-cuda-nvdisasm)")
+@needs_cuobjdump
 @pytest.mark.parametrize("cfg", [shipped(256, 128, 2), shipped(128, 192, 2), shipped(128, 144, 2, PAIR_M, True, EPI_TMA_REDUCE),
                                  shipped(128, 128, 2, PAIR_N, kind=KIND_MASKED), shipped(128, 64, 2, PAIR_M, pipelined=True),
                                  shipped(256, 128, 2, kind=KIND_CONTIGUOUS)], ids=lambda c: c.kernel_name())
@@ -352,8 +349,7 @@ def test_k_tail_steps(k, steps):
     assert k_tail_steps(k) == steps
 
 
-@pytest.mark.skipif(CUOBJDUMP is None, reason="cuobjdump not installed (pip install nvidia-cuda-cuobjdump "
-                                              "nvidia-cuda-nvdisasm)")
+@needs_cuobjdump
 @pytest.mark.parametrize("k_tail", [1, 2, 3])
 def test_short_last_k_block_runs_only_its_steps(k_tail, tmp_path):
     # 256x128 issues 8 wgmmas per k-block (two m64 slices x four k32 steps) in 48 QGMMAs; the

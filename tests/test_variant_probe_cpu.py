@@ -14,7 +14,7 @@ from deep_gemm.kernels.fp8_gemm import PAIR_M, Fp8GemmConfig
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tools"))
 import phase_probe  # noqa: E402
 import stall_probe  # noqa: E402
-from test_fp8_gemm_compile import CUOBJDUMP, sass  # noqa: E402
+from test_fp8_gemm_compile import needs_cuobjdump, sass  # noqa: E402
 import variant_probe  # noqa: E402
 
 SCHEDULING_BITS = variant_probe.YIELD_BIT | variant_probe.REUSE_BITS
@@ -77,7 +77,7 @@ def compile_patched(tmp_path, patch) -> bytes:
     return (tmp_path / "k.cubin").read_bytes()
 
 
-@pytest.mark.skipif(CUOBJDUMP is None, reason="cuobjdump not installed (pip install nvidia-cuda-cuobjdump)")
+@needs_cuobjdump
 def test_no_promotion_variant_keeps_the_wgmmas(tmp_path):
     """A variant whose wgmma results are never read loses its wgmmas to ptxas (sessions 3 and 5
     timed such a kernel): no_promotion must leave the QGMMAs in place, and only a few FFMAs."""
