@@ -43,11 +43,7 @@ def parse(variant: str, n: int, num_sms: int):
     pair = {"pm": PAIR_M, "pn": PAIR_N}.get(next((e for e in extra if e.startswith("p")), ""), PAIR_NONE)
     cfg = Fp8GemmConfig(bm, bn, stages, 1 if bm == 64 else 2, pair, epilogue=epilogue, num_sms=num_sms)
     forced = [int(e[1:]) for e in extra if e.startswith("r")]
-    n_units = -(-n // bn)
-    if pair == PAIR_N:
-        n_units = -(-n_units // 2)
-    group = forced[0] if forced else heur.raster_group(num_sms, bm, bn, n_units)
-    return kind, dataclasses.replace(cfg, raster_group=group)
+    return kind, dataclasses.replace(cfg, raster_group=forced[0] if forced else heur.raster_group_for(cfg, n))
 
 
 def output(m: int, n: int, kind: str):

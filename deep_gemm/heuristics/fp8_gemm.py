@@ -159,17 +159,21 @@ def raster_group(num_sms: int, block_m: int, block_n: int, n_units: int) -> int:
     return max(1, min(g, n_units))
 
 
+def raster_group_for(cfg: Fp8GemmConfig, n: int) -> int:
+    """raster_group for cfg's tiles over N; a pair along N is one unit of two n-blocks."""
+    n_units = math.ceil(n / cfg.block_n)
+    if cfg.pair_axis == PAIR_N:
+        n_units = math.ceil(n_units / 2)
+    return raster_group(cfg.num_sms, cfg.block_m, cfg.block_n, n_units)
+
+
 def sized(cfg: Fp8GemmConfig, n: int, k: int) -> Fp8GemmConfig | None:
     """cfg with the most pipeline stages that fit K, its short last k-block (k_tail) and the
     raster group for N, or None when fewer than MIN_STAGES fit."""
     stages = stages_that_fit(cfg, k)
     if stages < MIN_STAGES:
         return None
-    n_units = math.ceil(n / cfg.block_n)
-    if cfg.pair_axis == PAIR_N:
-        n_units = math.ceil(n_units / 2)
-    return dataclasses.replace(cfg, stages=stages, k_tail=k_tail_steps(k),
-                               raster_group=raster_group(cfg.num_sms, cfg.block_m, cfg.block_n, n_units))
+    return dataclasses.replace(cfg, stages=stages, k_tail=k_tail_steps(k), raster_group=raster_group_for(cfg, n))
 
 
 def candidates(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms: int, kind: int = KIND_DENSE):
