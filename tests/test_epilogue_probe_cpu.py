@@ -10,20 +10,20 @@ import epilogue_probe  # noqa: E402
 
 
 def test_pick_forces_nothing():
-    assert epilogue_probe.parse("pick", 7168, 132) == ("pick", None)
+    assert epilogue_probe.parse("pick", 7168, 16384, 132) == ("pick", None)
 
 
 def test_plain_variant_gets_the_heuristics_raster_group():
-    kind, cfg = epilogue_probe.parse("direct:256x128x4", 7168, 132)
+    kind, cfg = epilogue_probe.parse("direct:256x128x4", 7168, 16384, 132)
     assert kind == "direct" and cfg.epilogue == EPI_DIRECT and cfg.pair_axis == PAIR_NONE
     assert (cfg.block_m, cfg.block_n, cfg.stages, cfg.num_math_wg) == (256, 128, 4, 2)
-    assert cfg.raster_group == heur.raster_group(132, 256, 128, 56)
+    assert cfg.raster_group == heur.raster_group(132, 256, 128, 56, 16384)
 
 
 def test_pair_and_raster_suffixes():
-    _, pn = epilogue_probe.parse("tma:256x128x3:pn", 7168, 132)
+    _, pn = epilogue_probe.parse("tma:256x128x3:pn", 7168, 576, 132)
     assert pn.pair_axis == PAIR_N and pn.epilogue == EPI_TMA_STORE
     # a pair along N covers two n-blocks per unit: 28 units for N = 7168
-    assert pn.raster_group == heur.raster_group(132, 256, 128, 28)
-    _, pm = epilogue_probe.parse("tma:128x64x5:pm:r3", 4096, 132)
+    assert pn.raster_group == heur.raster_group(132, 256, 128, 28, 576)
+    _, pm = epilogue_probe.parse("tma:128x64x5:pm:r3", 4096, 7168, 132)
     assert pm.pair_axis == PAIR_M and pm.raster_group == 3 and pm.num_math_wg == 2

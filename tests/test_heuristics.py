@@ -235,9 +235,23 @@ def test_describe(m, n, k):
 
 
 def test_raster_group_bounds():
-    for num_sms, bm, bn, units in itertools.product(SMS, (64, 128, 256), (16, 112, 256), (1, 2, 7, 100)):
-        g = h.raster_group(num_sms, bm, bn, units)
+    for num_sms, bm, bn, units, k in itertools.product(SMS, (64, 128, 256), (16, 112, 256), (1, 2, 7, 100),
+                                                       (128, 2048, 16384)):
+        g = h.raster_group(num_sms, bm, bn, units, k)
         assert 1 <= g <= units
+
+
+def test_raster_group_follows_the_waves_footprint_in_l2():
+    # 256x128 on 132 SMs: a wave of the footprint group (16) holds (132/16 * 256 + 16 * 128) * K
+    # bytes of operands; up to a quarter of L2 the group that shares A and B blocks alike wins.
+    edge = h.L2_BYTES // 4 // (132 / 16 * 256 + 16 * 128)
+    assert 2048 < edge < 7168
+    assert h.raster_group(132, 256, 128, 56, 16384) == h.raster_group(132, 256, 128, 56, 7168) == 16
+    assert h.raster_group(132, 256, 128, 56, int(edge) + 128) == 16
+    assert h.raster_group(132, 256, 128, 56, 576) == h.raster_group(132, 256, 128, 56, 2048) == 11
+    assert h.raster_group(132, 256, 128, 6, 576) == 6   # no more than the N units there are
+    cfg = h.choose_config(4096, 7168, 576, False, EPI_TMA_STORE, 132)
+    assert (cfg.block_m, cfg.block_n, cfg.raster_group) == (256, 128, 11)
 
 
 def test_stages_that_fit():

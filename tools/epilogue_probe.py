@@ -32,7 +32,7 @@ SHAPES = "4096,7168,16384;4096,4096,7168;4096,7168,2048;4096,2112,7168;4096,2457
 VARIANTS = ("pick", "tma:256x128x3", "direct:256x128x3", "direct:256x128x4", "tma:128x192x4", "direct:128x192x5")
 
 
-def parse(variant: str, n: int, num_sms: int):
+def parse(variant: str, n: int, k: int, num_sms: int):
     """(kind, forced config or None). Optional suffixes: ":pm" / ":pn" a multicast pair (PAIR_M shares
     B, PAIR_N shares A), ":rG" a raster group of G N units; without one, the heuristic's group."""
     if variant == "pick":
@@ -43,7 +43,7 @@ def parse(variant: str, n: int, num_sms: int):
     pair = {"pm": PAIR_M, "pn": PAIR_N}.get(next((e for e in extra if e.startswith("p")), ""), PAIR_NONE)
     cfg = Fp8GemmConfig(bm, bn, stages, 1 if bm == 64 else 2, pair, epilogue=epilogue, num_sms=num_sms)
     forced = [int(e[1:]) for e in extra if e.startswith("r")]
-    return kind, dataclasses.replace(cfg, raster_group=forced[0] if forced else heur.raster_group_for(cfg, n))
+    return kind, dataclasses.replace(cfg, raster_group=forced[0] if forced else heur.raster_group_for(cfg, n, k))
 
 
 def output(m: int, n: int, kind: str):
@@ -68,7 +68,7 @@ def main(argv=None) -> int:
     builds = {}
     for v in variants:
         for _, n, k in shapes:
-            cfg = parse(v, n, num_sms)[1]
+            cfg = parse(v, n, k, num_sms)[1]
             if cfg is not None:
                 builds[(cfg.kernel_name(), k)] = (cfg, k)
     precompile.build_all(list(builds.values()))
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
         line = {}
         for rep in range(args.reps):
             for v in variants:
-                kind, cfg = parse(v, n, num_sms)
+                kind, cfg = parse(v, n, k, num_sms)
                 d, storage = output(m, n, kind)
                 fn = lambda: deep_gemm.fp8_gemm_nt((qa, sfa), (qb, sfb), d, config=cfg)  # noqa: E731
                 try:

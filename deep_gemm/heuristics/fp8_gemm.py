@@ -31,6 +31,7 @@ from ..kernels.fp8_gemm import (BLOCK_K, EPI_TMA_STORE, K_STEPS, KIND_CONTIGUOUS
 
 FLOPS_PER_CYCLE = 8192          # dense FP8 wgmma per SM per cycle (1979 TFLOP/s / 132 SMs / 1.83 GHz)
 L2_BYTES_PER_CYCLE = 48.0       # L2 -> SM operand bandwidth per SM
+L2_BYTES = 50 << 20             # L2 capacity of an H100 / H200 SXM
 # HBM rate a GEMM's weight stream reaches at decode sizes (H200: torch.amax reads 117 MB at
 # 2.7 TB/s, the best decode GEMM 3.0 TB/s; 4.1 TB/s only at 1 GB)
 HBM_BYTES_PER_CYCLE = 2.7e12 / 1.83e9
@@ -152,19 +153,30 @@ def estimate(cfg: Fp8GemmConfig, m: int, n: int, k: int, groups: int = 1, expert
     return Estimate(cfg, cycles, waves, fill, tiles * kb * (a_bytes + b_bytes))
 
 
-def raster_group(num_sms: int, block_m: int, block_n: int, n_units: int) -> int:
-    """N units per raster group so that the tiles of one wave cover a footprint of A and B rows
-    of about equal size: G * BN ~ (waves' tiles / G) * BM."""
-    g = round(math.sqrt(num_sms * block_m / block_n))
+def raster_group(num_sms: int, block_m: int, block_n: int, n_units: int, k: int) -> int:
+    """N units per raster group, which decides how the tiles of one wave (num_sms of them) spread
+    over A's row blocks and B's.
+    - When a wave's operands are a large part of L2 (long K), the next wave re-reads from HBM what
+      L2 could not keep, so the group balances the wave's A rows against its B rows, which makes
+      its footprint smallest: G * BN ~ (tiles / G) * BM.
+    - When they fit in a quarter of L2 (short K: the two L2 partitions may each hold a copy, and
+      the output passes through as well), HBM reuse is not at stake. There each A block and each B
+      block is read by about as many CTAs of the wave as the other: G ~ sqrt(tiles). Measured on
+      the H200 (benchmarks/NOTES.md, session 15): +1.5-3% over the footprint group at K = 576,
+      within +-0.5% at K = 512-2048, while at K = 16384 it read 30% more from HBM and was 2% slower.
+    """
+    footprint = round(math.sqrt(num_sms * block_m / block_n))
+    wave_bytes = (num_sms / footprint * block_m + footprint * block_n) * k
+    g = footprint if wave_bytes > L2_BYTES / 4 else round(math.sqrt(num_sms))
     return max(1, min(g, n_units))
 
 
-def raster_group_for(cfg: Fp8GemmConfig, n: int) -> int:
-    """raster_group for cfg's tiles over N; a pair along N is one unit of two n-blocks."""
+def raster_group_for(cfg: Fp8GemmConfig, n: int, k: int) -> int:
+    """raster_group for cfg's tiles over N and K; a pair along N is one unit of two n-blocks."""
     n_units = math.ceil(n / cfg.block_n)
     if cfg.pair_axis == PAIR_N:
         n_units = math.ceil(n_units / 2)
-    return raster_group(cfg.num_sms, cfg.block_m, cfg.block_n, n_units)
+    return raster_group(cfg.num_sms, cfg.block_m, cfg.block_n, n_units, k)
 
 
 def sized(cfg: Fp8GemmConfig, n: int, k: int) -> Fp8GemmConfig | None:
@@ -173,7 +185,7 @@ def sized(cfg: Fp8GemmConfig, n: int, k: int) -> Fp8GemmConfig | None:
     stages = stages_that_fit(cfg, k)
     if stages < MIN_STAGES:
         return None
-    return dataclasses.replace(cfg, stages=stages, k_tail=k_tail_steps(k), raster_group=raster_group_for(cfg, n))
+    return dataclasses.replace(cfg, stages=stages, k_tail=k_tail_steps(k), raster_group=raster_group_for(cfg, n, k))
 
 
 def candidates(m: int, n: int, k: int, out_f32: bool, epilogue: int, num_sms: int, kind: int = KIND_DENSE):
