@@ -162,8 +162,8 @@ def raster_group(num_sms: int, block_m: int, block_n: int, n_units: int, k: int)
     - When they fit in a quarter of L2 (short K: the two L2 partitions may each hold a copy, and
       the output passes through as well), HBM reuse is not at stake. There each A block and each B
       block is read by about as many CTAs of the wave as the other: G ~ sqrt(tiles). Measured on
-      the H200 (benchmarks/NOTES.md, session 15): +1.5-3% over the footprint group at K = 576,
-      within +-0.5% at K = 512-2048, while at K = 16384 it read 30% more from HBM and was 2% slower.
+      the H200 (benchmarks/NOTES.md, session 15), against the footprint group: +1.8-1.9% at
+      K = 576, -0.1..+0.9% at K = 512-2048; at K = 16384 it read 31% more from HBM and was slower.
     """
     footprint = round(math.sqrt(num_sms * block_m / block_n))
     wave_bytes = (num_sms / footprint * block_m + footprint * block_n) * k
