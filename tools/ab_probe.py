@@ -7,7 +7,9 @@ reference and DeepGEMM's calc_diff against the unquantized inputs before timing 
     python3 tools/ab_probe.py --roots base=.ab/base new=. [--rounds 3] [--shapes "M,N,K;..."]
                               [--json out.json]
 
-A root is a folder holding a `deep_gemm` package; each gets its own JIT cache. The table gives the
+A root is a folder holding a `deep_gemm` package; each gets its own JIT cache. A root may end in
+`@VARIANT`, a forced config in `tools/epilogue_probe.py`'s names (say `new=.@tma:256x128x3:pn`), to
+time that config instead of the pick; the same folder may then appear under several names. The table gives the
 best and median TFLOP/s over the rounds and each variant's best relative to the first root's.
 """
 from __future__ import annotations
@@ -28,6 +30,8 @@ SHAPES = "4096,7168,16384;4096,4096,7168;4096,7168,2048;4096,24576,1536;4096,327
 CHILD = r"""
 import json, sys, torch
 import deep_gemm
+sys.path.insert(0, sys.argv[4])
+from epilogue_probe import parse
 from deep_gemm import reference
 from deep_gemm.testing import bench_kineto, calc_diff, fp8_gemm_inputs, rel_fro_error
 check = sys.argv[2] == "1"
@@ -35,7 +39,8 @@ for spec in sys.argv[1].split(";"):
     m, n, k = (int(x) for x in spec.split(","))
     a, b, (qa, sfa), (qb, sfb) = fp8_gemm_inputs(m, n, k, mn_major_sfa=True)
     d = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
-    fn = lambda: deep_gemm.fp8_gemm_nt((qa, sfa), (qb, sfb), d)
+    cfg = parse(sys.argv[3], n, k, deep_gemm.get_num_sms())[1] if sys.argv[3] else None
+    fn = lambda: deep_gemm.fp8_gemm_nt((qa, sfa), (qb, sfb), d, config=cfg)
     fn()
     torch.cuda.synchronize()
     err = diff = 0.0
@@ -61,10 +66,12 @@ def main() -> int:
     failures = 0
     with tempfile.TemporaryDirectory() as tmp:
         for rnd in range(args.rounds):
-            for name, root in roots.items():
+            for name, spec in roots.items():
+                root, _, variant = spec.partition("@")
                 env = dict(os.environ, PYTHONPATH=str(Path(root).resolve()),
                            DG_JIT_CACHE_DIR=str(Path(tmp) / f"cache_{name}"))
-                proc = subprocess.run([sys.executable, "-c", CHILD, args.shapes, "1" if rnd == 0 else "0"], env=env, capture_output=True,
+                proc = subprocess.run([sys.executable, "-c", CHILD, args.shapes, "1" if rnd == 0 else "0", variant,
+                                       str(Path(__file__).resolve().parent)], env=env, capture_output=True,
                                       text=True, timeout=300, cwd=tmp)
                 if proc.returncode != 0:
                     print(f"round {rnd} {name}: failed\n{proc.stderr[-2000:]}", flush=True)

@@ -1,6 +1,7 @@
 """Per-SASS-instruction warp-stall samples of one fp8_gemm_nt launch, from Nsight Compute.
 
     python3 tools/ncu_hotspots.py 4096,4096,7168 [--top 40] [--out DIR]
+    python3 tools/ncu_hotspots.py 4096,7168,576@tma:256x128x3:r8   (a forced config, see ncu_profile.py)
 
 Profiles the second call (tools/ncu_profile.py) with source counters at the card's own clocks,
 then prints the instructions with the most stall samples and their main stall reasons, plus the
@@ -11,6 +12,7 @@ import argparse
 import csv
 import io
 import os
+import re
 import subprocess
 import sys
 
@@ -21,7 +23,7 @@ def main() -> int:
     ap.add_argument("--top", type=int, default=40)
     ap.add_argument("--out", default=os.environ.get("OUT", "/tmp"))
     args = ap.parse_args()
-    rep = os.path.join(args.out, "hotspots_" + args.shape.replace(",", "x"))
+    rep = os.path.join(args.out, "hotspots_" + re.sub(r"[^0-9A-Za-z]+", "_", args.shape.replace(",", "x")))
     subprocess.run(["ncu", "-f", "-o", rep, "--profile-from-start", "off", "-k", "regex:fp8_gemm", "-c", "1",
                     "--clock-control", "none", "--import-source", "no",
                     "--section", "SourceCounters", "--section", "WarpStateStats", "--section", "SpeedOfLight",

@@ -1,9 +1,10 @@
 """Runs fp8_gemm_nt on the given shapes so that Nsight Compute can profile one launch of each.
 
     ncu --section SpeedOfLight ... --profile-from-start off -k regex:fp8_gemm \
-        python3 tools/ncu_profile.py 4096,7168,16384 64,2112,7168
+        python3 tools/ncu_profile.py 4096,7168,16384 64,2112,7168 4096,7168,576@tma:256x128x3:r8
 
-Only the second call of each shape (the first one compiles) runs inside cudaProfilerStart/Stop,
+A shape may end in `@VARIANT`, a forced config in `tools/epilogue_probe.py`'s names, instead of
+the library's pick. Only the second call of each shape (the first one compiles) runs inside cudaProfilerStart/Stop,
 so use --profile-from-start off."""
 from __future__ import annotations
 
@@ -13,20 +14,23 @@ import torch
 
 import deep_gemm
 from deep_gemm.testing.inputs import fp8_gemm_inputs
+from epilogue_probe import parse
 
 
 def main() -> None:
     for arg in sys.argv[1:]:
-        m, n, k = (int(x) for x in arg.split(","))
+        spec, _, variant = arg.partition("@")
+        m, n, k = (int(x) for x in spec.split(","))
+        config = parse(variant, n, k, deep_gemm.get_num_sms())[1] if variant else None
         _, _, a, b = fp8_gemm_inputs(m, n, k, mn_major_sfa=True)
         d = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
-        deep_gemm.fp8_gemm_nt(a, b, d)   # compile + warm
+        deep_gemm.fp8_gemm_nt(a, b, d, config=config)   # compile + warm
         torch.cuda.synchronize()
         torch.cuda.cudart().cudaProfilerStart()
-        deep_gemm.fp8_gemm_nt(a, b, d)
+        deep_gemm.fp8_gemm_nt(a, b, d, config=config)
         torch.cuda.synchronize()
         torch.cuda.cudart().cudaProfilerStop()
-        print(f"profiled {m}x{n}x{k}", flush=True)
+        print(f"profiled {arg}", flush=True)
 
 
 if __name__ == "__main__":
