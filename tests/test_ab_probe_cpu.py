@@ -1,5 +1,6 @@
 """tools/ab_probe.py on the CPU, with its timing processes faked: it interleaves the roots, checks
-only the first round, ranks each variant against the first root, and fails on a wrong output."""
+only the first round, ranks each variant against the first root, passes a root's forced config
+to its child, and fails on a wrong output."""
 
 import json
 import subprocess
@@ -14,12 +15,15 @@ SHAPES = "4096,4096,7168;4096,7168,576"
 
 
 def fake_run(speeds, wrong=()):
-    """A subprocess.run that answers as the child would: TFLOP/s per (root folder name, shape)."""
+    """A subprocess.run that answers as the child would: TFLOP/s per (root folder name, shape), or
+    per (root folder name@variant, shape) for a root with a forced config."""
     calls = []
 
     def run(cmd, env, capture_output, text, timeout, cwd):
-        root = Path(env["PYTHONPATH"]).name
-        shapes, check = cmd[-2], cmd[-1] == "1"
+        # python -c CHILD shapes check variant tools_dir
+        shapes, check, variant = cmd[3], cmd[4] == "1", cmd[5]
+        assert Path(cmd[6], "epilogue_probe.py").is_file()
+        root = Path(env["PYTHONPATH"]).name + (f"@{variant}" if variant else "")
         calls.append((root, check))
         lines = []
         for shape in shapes.split(";"):
@@ -46,6 +50,20 @@ def test_interleaves_roots_and_ranks_against_the_first(tmp_path, monkeypatch, ca
     row = next(line for line in table.splitlines() if line.strip().startswith("4096,7168,576"))
     assert "0.990" in row
     assert json.loads(out.read_text())["new"]["4096,7168,576"] == [891.0, 891.0]
+
+
+def test_a_root_with_a_forced_config_times_that_config(tmp_path, monkeypatch, capsys):
+    speeds = {"a": {"4096,4096,7168": 1400.0, "4096,7168,576": 900.0},
+              "a@tma:256x128x3:r8": {"4096,4096,7168": 1386.0, "4096,7168,576": 909.0}}
+    run, calls = fake_run(speeds)
+    monkeypatch.setattr(ab_probe.subprocess, "run", run)
+    monkeypatch.setattr(sys, "argv", ["ab_probe", "--roots", f"pick={tmp_path / 'a'}",
+                                      f"r8={tmp_path / 'a'}@tma:256x128x3:r8", "--rounds", "1", "--shapes", SHAPES])
+    assert ab_probe.main() == 0
+    assert calls == [("a", True), ("a@tma:256x128x3:r8", True)]
+    table = capsys.readouterr().out.split("\n\n")[-1]
+    assert "0.990" in next(line for line in table.splitlines() if line.strip().startswith("4096,4096,7168"))
+    assert "1.010" in next(line for line in table.splitlines() if line.strip().startswith("4096,7168,576"))
 
 
 def test_a_wrong_output_fails_the_probe_and_is_not_timed(tmp_path, monkeypatch, capsys):
