@@ -8,9 +8,10 @@ reference and DeepGEMM's calc_diff against the unquantized inputs before timing 
                               [--json out.json]
 
 A root is a folder holding a `deep_gemm` package; each gets its own JIT cache. A root may end in
-`@VARIANT`, a forced config in `tools/epilogue_probe.py`'s names (say `new=.@tma:256x128x3:pn`), to
-time that config instead of the pick; the same folder may then appear under several names. The table gives the
-best and median TFLOP/s over the rounds and each variant's best relative to the first root's.
+`@VARIANT`, a forced config in `tools/epilogue_probe.py`'s names (say `new=.@tma:256x128x3:pn`),
+to time that config instead of the pick; the same folder may then appear under several names.
+The table gives the best and median TFLOP/s over the rounds and each variant's best relative to
+the first root's.
 """
 from __future__ import annotations
 

@@ -4,8 +4,8 @@
         python3 tools/ncu_profile.py 4096,7168,16384 64,2112,7168 4096,7168,576@tma:256x128x3:r8
 
 A shape may end in `@VARIANT`, a forced config in `tools/epilogue_probe.py`'s names, instead of
-the library's pick. Only the second call of each shape (the first one compiles) runs inside cudaProfilerStart/Stop,
-so use --profile-from-start off."""
+the library's pick. Only the second call of each shape (the first one compiles) runs inside
+cudaProfilerStart/Stop, so use --profile-from-start off."""
 from __future__ import annotations
 
 import sys
