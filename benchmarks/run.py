@@ -207,6 +207,7 @@ def render_markdown(result: dict) -> str:
         f"CUDA {result.get('versions', {}).get('cuda', '?')}",
         f"driver {card.get('driver') or '?'}",
         f"{card.get('sm_count', '?')} SMs",
+        f"serial {card.get('serial') or '?'}",
     ]
     lines.append(" · ".join(meta))
     per_peer = timer.get("per_peer", {})
@@ -507,16 +508,25 @@ def measure_bf16_matmul(n: int = 8192, num_tests: int = 10) -> dict:
     return {"n": n, "time_us": s["median"] * 1e6, "bf16_matmul_tflops": 2 * n**3 / s["median"] / 1e12}
 
 
-def _driver_version() -> "str | None":
+def _nvidia_smi(field: str, device: int) -> "str | None":
+    """One --query-gpu field of the card that torch calls `device` (found by its UUID), or None."""
     try:
+        uuid = str(torch.cuda.get_device_properties(device).uuid)
         r = subprocess.run(
-            ["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+            ["nvidia-smi", f"--id=GPU-{uuid}", f"--query-gpu={field}", "--format=csv,noheader"],
             capture_output=True, text=True, timeout=15,
         )
         if r.returncode == 0 and r.stdout.strip():
             return r.stdout.strip().splitlines()[0].strip()
     except Exception:
         pass
+    return None
+
+
+def _driver_version(device: int = 0) -> "str | None":
+    v = _nvidia_smi("driver_version", device)
+    if v:
+        return v
     try:
         import pynvml
 
@@ -545,7 +555,10 @@ def card_info(device: int = 0) -> dict:
         "capability": "%d.%d" % torch.cuda.get_device_capability(device),
         "sm_count": props.multi_processor_count,
         "memory_GiB": round(props.total_memory / 2**30, 1),
-        "driver": _driver_version(),
+        "driver": _driver_version(device),
+        # Cards of one model differ by a few % at the power cap, and a lent machine may be another
+        # card each time: the serial says which one a result came from.
+        "serial": _nvidia_smi("serial", device),
     }
 
 

@@ -5,6 +5,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -135,7 +136,8 @@ def _synthetic_result():
                        "cells": cells, "deep_gemm_speedup": run.speedups(cells)})
     return {
         "date": "2026-11-28",
-        "card": {"name": "NVIDIA H100 80GB HBM3", "short_name": "H100", "sm_count": 132, "driver": "580.1"},
+        "card": {"name": "NVIDIA H100 80GB HBM3", "short_name": "H100", "sm_count": 132, "driver": "580.1",
+                 "serial": "1653724058808"},
         "versions": {"torch": "2.11.0", "cuda": "13.0"},
         "peers": ["deep_gemm", "scaled_mm_block", "scaled_mm_tensor", "triton_block", "torch_bf16"],
         "timer": {"requested": "auto", "per_peer": {"deep_gemm": "kineto"}},
@@ -164,6 +166,7 @@ def test_markdown_writer(tmp_path):
     path = run.write_markdown(res, tmp_path / "r.md")
     md = path.read_text()
     assert md.startswith("# ") and "NVIDIA H100 80GB HBM3" in md.splitlines()[0]
+    assert "serial 1653724058808" in md.splitlines()[2]   # which card of the model it ran on
     table = [line for line in md.splitlines() if line.startswith("| 64 | 2112 | 7168 |")]
     assert table, md
     first = table[0].split("|")
@@ -399,3 +402,19 @@ def test_cli_flush_option_is_checked_and_handed_to_the_timer(monkeypatch):
     assert run.flush_text(8_000_000_000) == "zeroing 8.00 GB"
     assert run.flush_text(256_000_000) == "zeroing 256 MB"
     assert run.build_parser().parse_args(["--l2-flush-bytes", "2e9"]).l2_flush_bytes == "2e9"
+
+
+def test_nvidia_smi_field_asks_for_the_card_torch_means(monkeypatch):
+    seen = []
+
+    def fake_run(cmd, **kw):
+        seen.append(cmd)
+        return subprocess.CompletedProcess(cmd, 0, stdout="1654124046644\n", stderr="")
+
+    monkeypatch.setattr(run.torch.cuda, "get_device_properties", lambda d: SimpleNamespace(uuid="1b2c-33"))
+    monkeypatch.setattr(run.subprocess, "run", fake_run)
+    assert run._nvidia_smi("serial", 1) == "1654124046644"
+    assert seen == [["nvidia-smi", "--id=GPU-1b2c-33", "--query-gpu=serial", "--format=csv,noheader"]]
+    # no nvidia-smi (or no answer): None, never an exception
+    monkeypatch.setattr(run.subprocess, "run", lambda cmd, **kw: subprocess.CompletedProcess(cmd, 9, "", "err"))
+    assert run._nvidia_smi("serial", 0) is None
