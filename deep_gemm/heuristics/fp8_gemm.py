@@ -165,7 +165,7 @@ def raster_group(num_sms: int, block_m: int, block_n: int, n_units: int, k: int)
       the H200 (benchmarks/NOTES.md, session 15), against the footprint group: +1.8-1.9% at
       K = 576, -0.1..+0.9% at K = 512-2048; at K = 16384 it read 31% more from HBM and was slower.
     """
-    footprint = round(math.sqrt(num_sms * block_m / block_n))
+    footprint = max(1, round(math.sqrt(num_sms * block_m / block_n)))
     wave_bytes = (num_sms / footprint * block_m + footprint * block_n) * k
     g = footprint if wave_bytes > L2_BYTES / 4 else round(math.sqrt(num_sms))
     return max(1, min(g, n_units))
