@@ -175,7 +175,8 @@ def render_markdown(result: dict) -> str:
     v = result.get("versions", {})
     lines = [f"# deep_gemm M-grouped FP8 GEMM vs peers on {card.get('name', 'unknown GPU')}", "",
              f"{result.get('date', '?')} · torch {v.get('torch', '?')} · CUDA {v.get('cuda', '?')} · "
-             f"driver {card.get('driver') or '?'} · {card.get('sm_count', '?')} SMs · serial {card.get('serial') or '?'} · median of "
+             f"driver {card.get('driver') or '?'} · {card.get('sm_count', '?')} SMs · "
+             f"serial {card.get('serial') or '?'} · median of "
              f"{result.get('settings', {}).get('num_tests', '?')} runs, L2 flushed before each by "
              f"{run.flush_text(result.get('settings', {}).get('l2_flush_bytes'))} · measured copy "
              f"bandwidth {run._fmt(copy / 1e3, 2) + ' TB/s' if copy else 'n/a'} (read + write)", ""]

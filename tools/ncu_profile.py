@@ -14,16 +14,16 @@ import torch
 
 import deep_gemm
 from deep_gemm.testing.inputs import fp8_gemm_inputs
-from epilogue_probe import parse
+from epilogue_probe import output, parse
 
 
 def main() -> None:
     for arg in sys.argv[1:]:
         spec, _, variant = arg.partition("@")
         m, n, k = (int(x) for x in spec.split(","))
-        config = parse(variant, n, k, deep_gemm.get_num_sms())[1] if variant else None
+        kind, config = parse(variant or "pick", n, k, deep_gemm.get_num_sms())
         _, _, a, b = fp8_gemm_inputs(m, n, k, mn_major_sfa=True)
-        d = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
+        d, _ = output(m, n, kind)   # "direct:" variants get the padded rows that take the direct store
         deep_gemm.fp8_gemm_nt(a, b, d, config=config)   # compile + warm
         torch.cuda.synchronize()
         torch.cuda.cudart().cudaProfilerStart()
