@@ -64,3 +64,17 @@ def test_failed_launch_raises_with_the_geometry(launcher):
     lau._launch = lambda *args: (driver.CUresult.CUDA_ERROR_INVALID_VALUE,)
     with pytest.raises(runtime.CudaError, match="grid=132, block=384, smem=1024, cluster=2"):
         lau(ctypes.c_uint64(0), stream=0)
+
+
+def test_bound_launch_replays_the_same_params_without_a_new_array(launcher):
+    """What the warm-call cache stores: the argument array is built once and points at params for
+    as long as the binding is kept."""
+    lau, calls = launcher
+    params = ctypes.c_uint64(11)
+    launch, address, keep = lau.bind(params)
+    del params   # the binding alone keeps the parameter block alive
+    launch(address, 0)
+    launch(address, 5)
+    assert [(s, first) for s, _, _, first, _ in calls] == [(0, ctypes.addressof(keep[0])), (5, ctypes.addressof(keep[0]))]
+    assert calls[0][2] == calls[1][2] == address
+    assert keep[0].value == 11

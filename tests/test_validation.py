@@ -453,19 +453,21 @@ def test_warm_cache_replays_only_an_identical_signature(monkeypatch):
         def __init__(self):
             self.launches = []
 
-        def launch(self, params):
-            self.launches.append(params)
+        def bound_launch(self, params):
+            return (lambda address, stream: self.launches.append((address, stream))), id(params), 0, params
 
     monkeypatch.setattr(calls, "_warm", {})
+    monkeypatch.setattr(calls, "current_stream", lambda dev: f"stream of {dev}")
     a, b, d = inputs()
     plan = FakePlan()
     key, launched = calls.try_replay(a, b, d, "extra", 7)
     assert key is not None and not launched
-    calls.remember(key, plan, "params")
+    params = ["params"]
+    calls.remember(key, plan, params)
     assert calls.try_replay(a, b, d, "extra", 7) == (key, True)
-    assert plan.launches == ["params"]
+    assert plan.launches == [(id(params), "stream of 0")]
     # any difference (another extra argument, another output view, a list instead of a tuple) misses
     assert calls.try_replay(a, b, d, "extra", 8)[1] is False
     assert calls.try_replay(a, b, d[:, : N - 8], "extra", 7)[1] is False
     assert calls.try_replay(list(a), b, d, "extra", 7) == (None, False)
-    assert plan.launches == ["params"]
+    assert plan.launches == [(id(params), "stream of 0")]

@@ -9,6 +9,7 @@ import torch
 
 from ..heuristics import fp8_gemm as heuristics
 from ..kernels import fp8_gemm as kernel
+from ..kernels.common import current_stream
 from . import device
 
 # Argument names of the DeepGEMM 2.x and 1.x signatures, for error messages.
@@ -70,11 +71,14 @@ def try_replay(a, b, d, *extra):
     hit = _warm.get(key)
     if hit is None:
         return key, False
-    hit[0].launch(hit[1])
+    launch, address, dev, _ = hit
+    launch(address, current_stream(dev))
     return key, True
 
 
 def remember(key, plan, params) -> None:
+    """Stores the plan's launch of `params`, bound once (the argument array is built here, not on
+    every replay)."""
     if len(_warm) >= _WARM_LIMIT:
         _warm.clear()
-    _warm[key] = (plan, params)
+    _warm[key] = plan.bound_launch(params)

@@ -140,6 +140,13 @@ class Launcher:
         args = (ctypes.c_void_p * 1)(ctypes.addressof(params))
         self.launch(ctypes.addressof(args), stream)
 
+    def bind(self, params: ctypes.Structure) -> tuple:
+        """(launch, address, keep) for launching `params` again and again: `launch(address, stream)`,
+        with `keep` held as long as that may happen. The warm-call cache stores it so that a replay
+        builds no argument array (about 0.5 us of a warm call)."""
+        args = (ctypes.c_void_p * 1)(ctypes.addressof(params))
+        return self.launch, ctypes.addressof(args), (params, args)
+
     def launch(self, kernel_params: int, stream: int) -> None:
         """Launches with `kernel_params`, the address of an array of pointers to each argument (for
         kernels that take more than the one struct, such as a peer's in tools/)."""

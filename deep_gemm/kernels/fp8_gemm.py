@@ -337,3 +337,9 @@ class Fp8GemmPlan:
 
     def launch(self, params: Fp8GemmParams, stream: int | None = None) -> None:
         self.launcher(params, current_stream(self.device) if stream is None else stream)
+
+    def bound_launch(self, params: Fp8GemmParams) -> tuple:
+        """(launch, address, device, keep): `launch(address, current_stream(device))` launches
+        `params` again on the current stream; `keep` must live as long as that may happen."""
+        launch, address, keep = self.launcher.bind(params)
+        return launch, address, self.device, keep
