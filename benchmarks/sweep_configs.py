@@ -3,7 +3,7 @@ calibrate the performance model in deep_gemm/heuristics/fp8_gemm.py.
 
     python -m benchmarks.sweep_configs [--shapes "M,N,K;..."] [--grid decode] [--out results.json]
 
---grid decode adds, for M <= 128, a fixed grid of tile widths x split-K factors (the model's own
+--grid decode adds, for M <= 512, a fixed grid of tile widths x split-K factors (the model's own
 ranking cannot be trusted to include the configs that would show it wrong); --grid wide adds, for
 M > 128, 256-row tiles of every width the registers allow, with each multicast choice.
 """
@@ -41,7 +41,7 @@ def decode_grid(m, n, k, num_sms):
     out = []
     for bm in ((64,) if m <= 64 else (64, 128)):
         wg = 1 if bm == 64 else 2
-        for bn, split in itertools.product((64, 96, 128, 160, 192), (1, 2, 3, 4, 6, 8)):
+        for bn, split in itertools.product((32, 48, 64, 80, 96, 112, 128, 160, 192), (1, 2, 3, 4, 6, 8)):
             if split > 1 and -(-k // 128) < 2 * split:
                 continue
             for pipelined in (True, False):
@@ -84,7 +84,7 @@ def main(argv=None) -> int:
     for m, n, k in shapes:
         chosen = heur.choose_config(m, n, k, False, 0, num_sms)
         cands = candidates(m, n, k, num_sms)[:args.top]
-        if args.grid == "decode" and m <= 128:
+        if args.grid == "decode" and m <= 512:
             cands += [c for c in decode_grid(m, n, k, num_sms) if c not in cands]
         if args.grid == "wide" and m > 128:
             cands += [c for c in wide_grid(m, n, k, num_sms) if c not in cands]

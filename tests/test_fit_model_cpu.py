@@ -20,6 +20,8 @@ import fit_model  # noqa: E402
     Fp8GemmConfig(128, 144, 4, 2, PAIR_N, True, EPI_DIRECT_ACCUMULATE),
     Fp8GemmConfig(64, 48, 8, 1, pipelined=True, kind=KIND_MASKED, split_k=7),
     Fp8GemmConfig(128, 192, 4, 2, kind=KIND_CONTIGUOUS),
+    Fp8GemmConfig(64, 56, 8, 1, pipelined=True, k_tail=2),
+    Fp8GemmConfig(256, 128, 3, 2, unroll=2, k_tail=3),
 ], ids=lambda c: c.kernel_name())
 def test_parse_round_trips(cfg):
     assert fit_model.parse(cfg.kernel_name(), cfg.raster_group) == cfg
@@ -53,3 +55,9 @@ def test_names_without_unroll_are_rolled_loops():
     old = fit_model.parse("fp8_gemm_m256_n128_s3_wg2_p0_bf16_e0", 16)
     assert old.k_unroll == 1 and old != Fp8GemmConfig(256, 128, 3, 2, raster_group=16)
     assert fit_model.tile(Fp8GemmConfig(256, 128, 3, 2).kernel_name()) == old.kernel_name()
+
+
+def test_tile_drops_the_unroll_before_a_short_last_block():
+    cfg = Fp8GemmConfig(256, 128, 3, 2, unroll=2, k_tail=3)
+    assert cfg.kernel_name().endswith("_u2_t3")
+    assert fit_model.tile(cfg.kernel_name()) == cfg.kernel_name().replace("_u2", "")

@@ -350,3 +350,24 @@ def test_forced_config_rolls_its_loop_only_if_left_open(monkeypatch, unroll, exp
         cfg = calls.resolve_config(lambda: (), forced, 132, "test", out_f32=False, epilogue=EPI_TMA_STORE)
     assert cfg.k_unroll == expected
     assert bool(caught) == (expected > 1), [str(w.message) for w in caught]
+
+
+def test_a_rolled_serial_loop_costs_more_than_the_same_tile_unrolled():
+    """Session 16: 128x160 (its serial loop left rolled) lost 11-14% to 128x192 unrolled by 2 at
+    M=4097 and 8192x2112x7168, where the model without the rolled-loop loss picked it."""
+    rolled = h.sized(Fp8GemmConfig(128, 160, 1, 2, num_sms=132), 4096, 7168)
+    assert rolled.k_unroll == 1 and not rolled.pipelined
+    unrolled = dataclasses.replace(rolled, unroll=2)
+    ratio = h.estimate(rolled, 4096, 4096, 7168).cycles / h.estimate(unrolled, 4096, 4096, 7168).cycles
+    assert ratio == pytest.approx(h.ROLLED_SERIAL_LOSS, rel=0.05) and ratio > 1.05
+    for m, n, k in ((4097, 4096, 7168), (8192, 2112, 7168)):
+        pick = h.choose_config(m, n, k, False, 0, 132)
+        assert pick.pipelined or pick.k_unroll > 1, pick.kernel_name()
+
+
+def test_decode_splits_stay_small_where_thin_tiles_fill_the_machine():
+    """Session 16's sweep at M <= 128: splits of 3-4 with wide tiles lost to splits of 2 with thin
+    ones (128x2112x7168: 64x112 split 3 ran 12.5 us, 64x64 split 2 11.6 us)."""
+    for m, n, k in ((128, 2112, 7168), (64, 4096, 7168), (128, 4096, 7168)):
+        pick = h.choose_config(m, n, k, False, 0, 132)
+        assert pick.split_k <= 2 and pick.block_n <= 128, pick.kernel_name()

@@ -42,6 +42,11 @@ TILE_OVERHEAD_CYCLES = 600      # epilogue staging + pipeline refill per tile (p
 PIPELINED_EFFICIENCY_LOSS = 1.1
 SERIAL_EFFICIENCY_LOSS = 1.2
 SERIAL_TWO_SLICE_LOSS = 1.0
+# A serial main loop left rolled (k_unroll 1: tiles whose unrolled loop spills, such as 128x160) gives
+# the scheduler no next k-block to overlap with its promotion. Sessions 9-10's sweeps ran 128x160 at
+# 0.89-0.95 of 128x192 (unrolled by 2) on five M=4096 shapes; the model, without this, picked
+# 128x160 at M=4097 and 8192x2112x7168, which then ran 11-14% slower (session 16).
+ROLLED_SERIAL_LOSS = 1.1
 # Shared-memory bandwidth per SM per cycle, which a k-block's traffic competes for: TMA writes the
 # A and B tiles once, and every m64 wgmma slice reads its 64 A rows and the whole B tile again. It
 # is what makes narrow tiles slow (64x128: 48 KB per 256 tensor cycles) and 256x128 the best tile.
@@ -58,7 +63,11 @@ PAIR_LATENCY_FACTOR = 1.3      # multicast pairs wait for both CTAs' consumers p
 SERIAL_LATENCY_FACTOR = 1.3    # serial promotion: the FFMAs are on every k-block's critical path
 LAUNCH_CYCLES = 6400           # launch, prologue, first loads and the last store (about 3.5 us)
 SPLIT_REDUCE_CYCLES = 1000     # split-K: fence, cluster barrier round trip, partial tile store
-SPLIT_PER_CTA_CYCLES = 1500    # ... and per CTA of the cluster (arrivals, larger clusters' placement)
+# ... and per CTA of the cluster: arrivals, the wait for its slowest CTA (up to 2.5 us in
+# tools/phase_probe.py), larger clusters' placement. Refitted in session 16 (1500 -> 3000) to sweeps of
+# the current kernels at M = 64..512 (2300 configs over 21 shapes): splits of 3 and 4 lost to splits of
+# 2 with thinner tiles (128x2112x7168: 64x112 split 3 12.5 us, 64x64 split 2 11.6 us).
+SPLIT_PER_CTA_CYCLES = 3000
 DSMEM_BYTES_PER_CYCLE = 32.0   # split-K: partial reads through distributed shared memory, per SM
 # Resident clusters of each size on a full H200 (132 SMs), cuOccupancyMaxActiveClusters as
 # tools/cluster_capacity.py prints it; other SM counts scale it. The latency and split constants
@@ -127,6 +136,8 @@ def estimate(cfg: Fp8GemmConfig, m: int, n: int, k: int, groups: int = 1, expert
         compute *= PIPELINED_EFFICIENCY_LOSS
     else:
         compute *= SERIAL_EFFICIENCY_LOSS if cfg.wg_m == 64 else SERIAL_TWO_SLICE_LOSS
+        if cfg.k_unroll == 1:
+            compute *= ROLLED_SERIAL_LOSS
     smem = (bm + bn) * BLOCK_K + (bm // 64) * (64 + bn) * BLOCK_K
     compute = max(compute, smem / SMEM_BYTES_PER_CYCLE)
     if cfg.selects_scales_per_column():
