@@ -65,7 +65,7 @@ LAUNCH_CYCLES = 6400           # launch, prologue, first loads and the last stor
 SPLIT_REDUCE_CYCLES = 1000     # split-K: fence, cluster barrier round trip, partial tile store
 # ... and per CTA of the cluster: arrivals, the wait for its slowest CTA (up to 2.5 us in
 # tools/phase_probe.py), larger clusters' placement. Refitted in session 16 (1500 -> 3000) to sweeps of
-# the current kernels at M = 64..512 (2300 configs over 21 shapes): splits of 3 and 4 lost to splits of
+# the current kernels at M = 64..512 (1951 configs over 21 shapes): splits of 3 and 4 lost to splits of
 # 2 with thinner tiles (128x2112x7168: 64x112 split 3 12.5 us, 64x64 split 2 11.6 us).
 SPLIT_PER_CTA_CYCLES = 3000
 DSMEM_BYTES_PER_CYCLE = 32.0   # split-K: partial reads through distributed shared memory, per SM
