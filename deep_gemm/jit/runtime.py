@@ -137,8 +137,8 @@ class Launcher:
 
     def __call__(self, params: ctypes.Structure, stream: int) -> None:
         # cuLaunchKernelEx copies the parameter bytes before returning, so `params` may be reused.
-        args = (ctypes.c_void_p * 1)(ctypes.addressof(params))
-        self.launch(ctypes.addressof(args), stream)
+        launch, address, _keep = self.bind(params)
+        launch(address, stream)
 
     def bind(self, params: ctypes.Structure) -> tuple:
         """(launch, address, keep) for launching `params` again and again: `launch(address, stream)`,
