@@ -291,3 +291,66 @@ def test_direct_store_epilogue(m, n, k, dtype, pad, config):
     assert not torch.isnan(d).any(), "unwritten (poisoned) output elements"
     assert torch.isnan(storage[:, n:]).all(), "wrote into the row padding"
     assert rel_fro_error(d.double(), ref) < (F32_TOL if dtype == torch.float32 else BF16_TOL)
+
+
+# Fills every SM's shared memory with NaN bytes (0xFF: NaN in e4m3 and in FP32), then reports
+# whether the next launch still sees them, which is what makes the tail-box test below meaningful.
+_SMEM_SOURCE = r"""
+struct SmemParams { unsigned long long seen; unsigned words, fill; };
+namespace deep_gemm {
+__global__ void smem_residue(const __grid_constant__ SmemParams p) {
+    extern __shared__ unsigned smem[];
+    unsigned same = 0;
+    for (unsigned i = threadIdx.x; i < p.words; i += blockDim.x) {
+        if (p.fill) smem[i] = 0xFFFFFFFFu;
+        else same += smem[i] == 0xFFFFFFFFu;
+    }
+    if (!p.fill) atomicAdd(reinterpret_cast<unsigned long long*>(p.seen), static_cast<unsigned long long>(same));
+}
+}
+"""
+
+
+def _poison_shared_memory() -> int:
+    """Fills all shared memory of every SM with 0xFF, then returns how many of its words a second
+    launch found still holding 0xFF."""
+    import ctypes
+
+    from deep_gemm.jit import runtime
+    from deep_gemm.kernels.fp8_gemm import MAX_SMEM
+
+    class SmemParams(ctypes.Structure):
+        _fields_ = [("seen", ctypes.c_uint64), ("words", ctypes.c_uint32), ("fill", ctypes.c_uint32)]
+
+    device = torch.cuda.current_device()
+    kernel = runtime.get_kernel("test_smem_residue", _SMEM_SOURCE, "&deep_gemm::smem_residue")
+    launcher = runtime.Launcher(kernel.function(device, MAX_SMEM), deep_gemm.get_num_sms(), 512, MAX_SMEM)
+    seen = torch.zeros(1, dtype=torch.int64, device="cuda")
+    stream = torch.cuda.current_stream().cuda_stream
+    launcher(SmemParams(seen.data_ptr(), MAX_SMEM // 4, 1), stream)
+    launcher(SmemParams(seen.data_ptr(), MAX_SMEM // 4, 0), stream)
+    launcher(SmemParams(seen.data_ptr(), MAX_SMEM // 4, 1), stream)
+    return int(seen.item())
+
+
+@pytest.mark.parametrize("m,n,k,config", [
+    (1, 2112, 7168, None), (7, 100, 384, None), (65, 4104, 7168, None), (33, 2112, 7232, None),
+    (129, 1000, 896, Fp8GemmConfig(128, 112, 5, 2)), (300, 4104, 640, Fp8GemmConfig(256, 128, 3, 2)),
+    (70, 330, 1024, Fp8GemmConfig(64, 64, 6, 1, split_k=2)),
+], ids=str)
+def test_tail_boxes_ignore_stale_shared_memory(m, n, k, config):
+    """Where M or N is not a multiple of the tile, the last row (column) block loads only the rows
+    that exist, and the rest of the stage keeps what shared memory held. Poisoned with NaN bytes
+    just before each call, those rows must not reach any stored output."""
+    a, b, (qa, sfa), (qb, sfb) = make_problem(m, n, k)
+    sfa = deep_gemm.get_mn_major_tma_aligned_tensor(sfa)   # no layout kernel between poison and GEMM
+    ref = reference.fp8_gemm_nt(qa, sfa, qb, sfb, out_dtype=torch.float64, compute_dtype=torch.float64)
+    outputs = []
+    for _ in range(2):
+        d = torch.full((m, n), float("nan"), device="cuda", dtype=torch.bfloat16)
+        assert _poison_shared_memory() > 0, "shared memory residue did not survive a launch: test premise"
+        deep_gemm.fp8_gemm_nt((qa, sfa), (qb, sfb), d, config=config)
+        assert not torch.isnan(d).any(), "NaN in the output: stale rows reached it, or it was not written"
+        assert rel_fro_error(d.double(), ref) < BF16_TOL
+        outputs.append(d)
+    assert torch.equal(outputs[0], outputs[1]), "not bitwise reproducible"

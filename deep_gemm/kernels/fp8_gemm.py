@@ -25,13 +25,16 @@ KIND_DENSE, KIND_CONTIGUOUS, KIND_MASKED = 0, 1, 2
 
 Fp8GemmParams = params_struct("Fp8GemmParams", [
     ("tma_a", TensorMapBytes), ("tma_b", TensorMapBytes), ("tma_sfa", TensorMapBytes), ("tma_d", TensorMapBytes),
-    ("tma_d_tail", TensorMapBytes),
+    ("tma_d_tail", TensorMapBytes), ("tma_a_tail", TensorMapBytes), ("tma_sfa_tail", TensorMapBytes),
+    ("tma_b_tail", TensorMapBytes),
     ("sfb", ctypes.c_uint64), ("d", ctypes.c_uint64), ("grouped_layout", ctypes.c_uint64),
     ("m", ctypes.c_uint32), ("n", ctypes.c_uint32), ("k", ctypes.c_uint32),
     ("sfb_ld", ctypes.c_uint32), ("ldd", ctypes.c_uint32), ("raster_group", ctypes.c_uint32),
-    ("num_groups", ctypes.c_uint32), ("sfb_group_stride", ctypes.c_uint32)])
-_OFF_A, _OFF_B, _OFF_SFA, _OFF_D, _OFF_D_TAIL = (
-    getattr(Fp8GemmParams, f).offset for f in ("tma_a", "tma_b", "tma_sfa", "tma_d", "tma_d_tail"))
+    ("num_groups", ctypes.c_uint32), ("sfb_group_stride", ctypes.c_uint32),
+    ("a_tail_rows", ctypes.c_uint32), ("b_tail_rows", ctypes.c_uint32)])
+_OFF_A, _OFF_B, _OFF_SFA, _OFF_D, _OFF_D_TAIL, _OFF_A_TAIL, _OFF_SFA_TAIL, _OFF_B_TAIL = (
+    getattr(Fp8GemmParams, f).offset
+    for f in ("tma_a", "tma_b", "tma_sfa", "tma_d", "tma_d_tail", "tma_a_tail", "tma_sfa_tail", "tma_b_tail"))
 
 # acc + temporaries per thread that leave room for addresses and scales under the setmaxnreg budget
 # (232 registers with two math warpgroups, 240 with one). ptxas (NVRTC 13.0 and 13.5): 192 floats
@@ -79,6 +82,22 @@ def balanced_clusters(units: int, max_clusters: int) -> int:
         return max(units, 1)
     rounds = -(-units // max_clusters)
     return -(-units // rounds)
+
+
+def tail_box_rows(config: "Fp8GemmConfig", m: int, n: int) -> tuple[int, int]:
+    """Rows of the TMA boxes that load the last row block of A (and its scales) and the last
+    column block of B when M or N is not a multiple of the tile: the rows that exist, rounded up
+    to 8 (0: no tail map). A box mostly out of bounds costs TMA far more than its zero-filled bytes
+    suggest (H200, session 17: at M = 1 a 64-row A box made 1x576x7168 1.7x slower). The rows a
+    tail box leaves out keep stale shared memory, which reaches only outputs that are not stored.
+    Not for the operand a multicast pair splits in halves, nor B of the grouped kinds (the rows
+    past an expert's N are the next expert's), nor A of the contiguous kind."""
+    c = config
+    a_rows = -(-(m % c.block_m) // 8) * 8
+    b_rows = -(-(n % c.block_n) // 8) * 8
+    a_ok = c.kind in (KIND_DENSE, KIND_MASKED) and c.pair_axis != PAIR_N and a_rows < c.block_m
+    b_ok = c.kind == KIND_DENSE and c.pair_axis != PAIR_M and b_rows < c.block_n
+    return (a_rows if a_ok else 0), (b_rows if b_ok else 0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,6 +308,7 @@ class Fp8GemmPlan:
         self.d_box = (chunk, c.wg_m)
         self.d_tail_box = (c.block_n % chunk, c.wg_m)
         self.d_dtype = "f32" if c.out_f32 else "bf16"
+        self.a_tail_rows, self.b_tail_rows = tail_box_rows(c, m, n)
         if c.kind == KIND_MASKED:
             self.a_box, self.sfa_box = self.a_box + (1,), self.sfa_box + (1,)
             self.d_box, self.d_tail_box = self.d_box + (1,), self.d_tail_box + (1,)
@@ -322,6 +342,18 @@ class Fp8GemmPlan:
         set_tensor_map(p, _OFF_A, a_map)
         set_tensor_map(p, _OFF_B, tensor_map("e4m3", b_ptr, (k, n * g), (ldb,), self.b_box, 128))
         set_tensor_map(p, _OFF_SFA, sfa_map)
+        if self.a_tail_rows:
+            rows = self.a_tail_rows
+            if masked:
+                a_map = tensor_map("e4m3", a_ptr, (k, m, g), (lda, a_group_stride), (BLOCK_K, rows, 1), 128)
+                sfa_map = tensor_map("f32", sfa_ptr, (m, kb, g), (sfa_ld * 4, sfa_group_stride * 4), (rows, 1, 1))
+            else:
+                a_map = tensor_map("e4m3", a_ptr, (k, m), (lda,), (BLOCK_K, rows), 128)
+                sfa_map = tensor_map("f32", sfa_ptr, (m, kb), (sfa_ld * 4,), (rows, 1))
+            set_tensor_map(p, _OFF_A_TAIL, a_map)
+            set_tensor_map(p, _OFF_SFA_TAIL, sfa_map)
+        if self.b_tail_rows:
+            set_tensor_map(p, _OFF_B_TAIL, tensor_map("e4m3", b_ptr, (k, n * g), (ldb,), (BLOCK_K, self.b_tail_rows), 128))
         if c.tma_epilogue:
             elem = c.out_bytes
             dims, strides = (n, m), (ldd * elem,)
@@ -333,6 +365,7 @@ class Fp8GemmPlan:
         p.sfb, p.d, p.grouped_layout = sfb_ptr, d_ptr, layout_ptr
         p.m, p.n, p.k, p.sfb_ld, p.ldd, p.raster_group = m, n, k, sfb_ld, ldd, c.raster_group
         p.num_groups, p.sfb_group_stride = g, sfb_group_stride
+        p.a_tail_rows, p.b_tail_rows = self.a_tail_rows, self.b_tail_rows
         return p
 
     def launch(self, params: Fp8GemmParams, stream: int | None = None) -> None:

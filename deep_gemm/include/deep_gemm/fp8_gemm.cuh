@@ -38,6 +38,9 @@ struct Fp8GemmParams {
     TmaDescriptor tma_sfa;  // sfa [K/128 blocks, M] (M innermost), box [BLOCK_M, 1]
     TmaDescriptor tma_d;        // D [M, N], box [128 bytes of columns, rows per warpgroup], SWIZZLE_128B
     TmaDescriptor tma_d_tail;   // D [M, N], box [BLOCK_N % chunk columns, rows per warpgroup], unswizzled
+    // The last row block of A (and sfa) and the last column block of B, when M or N is not a
+    // multiple of the tile: boxes of only the rows that exist (a_tail_rows, b_tail_rows; 0 = none).
+    TmaDescriptor tma_a_tail, tma_sfa_tail, tma_b_tail;
     const float* sfb;       // [ceil(N/128), sfb_ld] (grouped: one such block per expert, sfb_group_stride apart)
     void* d;                // D itself, for the direct-store epilogue
     const i32* grouped_layout;   // contiguous: expert id per row of A; masked: valid rows per expert
@@ -47,6 +50,7 @@ struct Fp8GemmParams {
     u32 raster_group;       // N units per scheduler group
     u32 num_groups;
     u32 sfb_group_stride;   // elements between two experts' sfb blocks
+    u32 a_tail_rows, b_tail_rows;
 };
 
 // How results leave the kernel.
@@ -89,7 +93,6 @@ struct Fp8GemmConfig {
     static constexpr u32 B_STAGE_BYTES = BLOCK_N * BLOCK_K;
     static constexpr u32 SFA_STAGE_BYTES = BLOCK_M * 4;
     static constexpr u32 D_WG_BYTES = TMA_EPILOGUE ? WG_M * BLOCK_N * OUT_BYTES : 0;
-    static constexpr u32 STAGE_TX_BYTES = A_STAGE_BYTES + B_STAGE_BYTES + SFA_STAGE_BYTES;
 
     // Layout of dynamic shared memory (offsets from a 1024-aligned base). The sfb copy of each math
     // warpgroup comes last because its size depends on K.
@@ -463,6 +466,11 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
         tma_prefetch_descriptor(&p.tma_b);
         tma_prefetch_descriptor(&p.tma_sfa);
         if constexpr (Cfg::TMA_EPILOGUE) tma_prefetch_descriptor(&p.tma_d);
+        if (p.a_tail_rows != 0) {
+            tma_prefetch_descriptor(&p.tma_a_tail);
+            tma_prefetch_descriptor(&p.tma_sfa_tail);
+        }
+        if (p.b_tail_rows != 0) tma_prefetch_descriptor(&p.tma_b_tail);
         for (u32 s = 0; s < STAGES; ++s) {
             mbar_init(&full_bars[s], 1);
             // Every math warp of every CTA in the cluster releases a stage, since the multicast
@@ -505,9 +513,24 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
             const bool leader = elect_one_sync();
             Scheduler scheduler(p.m, p.n, p.raster_group, p.grouped_layout, p.num_groups, p.m);
             const u32 rank = scheduler.rank;
+            // Where the tile reaches past M or N, its loads go through the tail maps, whose boxes
+            // hold only rows that exist; the rows they leave out keep stale data and feed only
+            // outputs the stores skip. (Boxes mostly out of bounds, zero-filled by TMA, made decode
+            // kernels up to 1.7x slower: at M = 1, 63 of a 64-row A box.)
+            const TmaDescriptor *a_map = &p.tma_a, *sfa_map = &p.tma_sfa, *b_map = &p.tma_b;
+            u32 stage_tx_bytes = 0;
+            auto choose_maps = [&](i32 m0, i32 n0) {
+                const bool a_tail = p.a_tail_rows != 0 && m0 + BLOCK_M > p.m;
+                const bool b_tail = p.b_tail_rows != 0 && n0 + BLOCK_N > p.n;
+                a_map = a_tail ? &p.tma_a_tail : &p.tma_a;
+                sfa_map = a_tail ? &p.tma_sfa_tail : &p.tma_sfa;
+                b_map = b_tail ? &p.tma_b_tail : &p.tma_b;
+                stage_tx_bytes = (a_tail ? p.a_tail_rows : BLOCK_M) * (BLOCK_K + 4) +
+                                 (b_tail ? p.b_tail_rows : BLOCK_N) * BLOCK_K;
+            };
             // Stage s: A, B and A's scales of k-block kb, all counted by the stage's full barrier.
             auto load_stage = [&](u32 s, u32 kb, i32 m0, i32 b_row0, u32 expert) {
-                mbar_arrive_expect_tx(&full_bars[s], Cfg::STAGE_TX_BYTES);
+                mbar_arrive_expect_tx(&full_bars[s], stage_tx_bytes);
                 const i32 k0 = kb * BLOCK_K;
                 u8* a_dst = smem + Cfg::OFF_A + s * Cfg::A_STAGE_BYTES;
                 u8* b_dst = smem + Cfg::OFF_B + s * Cfg::B_STAGE_BYTES;
@@ -518,18 +541,18 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                     else
                         tma_load_2d_multicast(a_dst + rank * HALF * BLOCK_K, &p.tma_a, &full_bars[s], k0, m0 + rank * HALF, 0b11);
                 } else {
-                    if constexpr (Cfg::MASKED) tma_load_3d(a_dst, &p.tma_a, &full_bars[s], k0, m0, expert);
-                    else tma_load_2d(a_dst, &p.tma_a, &full_bars[s], k0, m0);
+                    if constexpr (Cfg::MASKED) tma_load_3d(a_dst, a_map, &full_bars[s], k0, m0, expert);
+                    else tma_load_2d(a_dst, a_map, &full_bars[s], k0, m0);
                 }
                 if constexpr (PAIR_AXIS == 1) {
                     constexpr u32 HALF = BLOCK_N / 2;
                     tma_load_2d_multicast(b_dst + rank * HALF * BLOCK_K, &p.tma_b, &full_bars[s], k0, b_row0 + rank * HALF, 0b11);
                 } else {
-                    tma_load_2d(b_dst, &p.tma_b, &full_bars[s], k0, b_row0);
+                    tma_load_2d(b_dst, b_map, &full_bars[s], k0, b_row0);
                 }
                 u8* sfa_dst = smem + Cfg::OFF_SFA + s * Cfg::SFA_STAGE_BYTES;
-                if constexpr (Cfg::MASKED) tma_load_3d(sfa_dst, &p.tma_sfa, &full_bars[s], m0, kb, expert);
-                else tma_load_2d(sfa_dst, &p.tma_sfa, &full_bars[s], m0, kb);
+                if constexpr (Cfg::MASKED) tma_load_3d(sfa_dst, sfa_map, &full_bars[s], m0, kb, expert);
+                else tma_load_2d(sfa_dst, sfa_map, &full_bars[s], m0, kb);
             };
             RingPos<STAGES> pos;
             u32 m_block, n_block, expert;
@@ -539,6 +562,7 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 // Grouped B is [G * N, K]: rows past N read the next expert's weights, which only
                 // feed output columns the store clips.
                 const i32 b_row0 = KIND == kGemmDense ? n0 : static_cast<i32>(expert * p.n) + n0;
+                choose_maps(m0, n0);
                 // The next tile is worked out once this tile's first loads are issued, while the
                 // ring is full anyway, so its cost (and the contiguous kind's global read of the
                 // next expert id) never delays a load.
