@@ -371,3 +371,32 @@ def test_decode_splits_stay_small_where_thin_tiles_fill_the_machine():
     for m, n, k in ((128, 2112, 7168), (64, 4096, 7168), (128, 4096, 7168)):
         pick = h.choose_config(m, n, k, False, 0, 132)
         assert pick.split_k <= 2 and pick.block_n <= 128, pick.kernel_name()
+
+
+def test_decode_tiles_at_short_k_avoid_selecting_scales_per_column():
+    """Session 17's A/B (H200): at K = 576, 64x64 and 64x128 ran 6-7% faster than 64x56 and 64x112,
+    whose promotion selects a B scale per column group; the per-tile cost of that selection decides
+    the order where a tile is only a few k-blocks deep."""
+    for m, n, k in ((64, 7168, 576), (128, 7168, 576), (64, 7168, 2048)):
+        pick = h.choose_config(m, n, k, False, 0, 132)
+        assert not pick.selects_scales_per_column(), pick.kernel_name()
+    selecting = h.sized(Fp8GemmConfig(64, 56, 1, 1, pipelined=True, num_sms=132), 7168, 576)
+    plain = h.sized(Fp8GemmConfig(64, 64, 1, 1, pipelined=True, num_sms=132), 7168, 576)
+    assert selecting.selects_scales_per_column() and not plain.selects_scales_per_column()
+    assert h.estimate(selecting, 64, 7168, 576).cycles > h.estimate(plain, 64, 7168, 576).cycles
+
+
+@pytest.mark.parametrize("m,n,config,expected", [
+    (1, 2112, Fp8GemmConfig(64, 56, 8, 1), (8, 40)),            # 2112 = 37 * 56 + 40
+    (65, 4096, Fp8GemmConfig(64, 64, 8, 1), (8, 0)),            # N divides: no B tail
+    (4096, 7168, Fp8GemmConfig(256, 128, 3, 2), (0, 0)),        # both divide
+    (100, 100, Fp8GemmConfig(128, 112, 4, 2), (104, 104)),
+    (4097, 1000, Fp8GemmConfig(128, 192, 4, 2), (8, 40)),
+    (60, 1000, Fp8GemmConfig(64, 128, 4, 1), (0, 104)),         # 64 rows would be the whole box anyway
+    (1, 1000, Fp8GemmConfig(128, 128, 4, 2, PAIR_N), (0, 104)),  # A halves are multicast: whole boxes
+    (1, 1000, Fp8GemmConfig(128, 128, 4, 2, PAIR_M), (8, 0)),    # B halves are multicast: whole boxes
+    (300, 1000, Fp8GemmConfig(128, 128, 4, 2, kind=KIND_MASKED), (48, 0)),      # B rows past N: next expert
+    (300, 1000, Fp8GemmConfig(128, 128, 4, 2, kind=KIND_CONTIGUOUS), (0, 0)),
+])
+def test_tail_boxes_load_only_rows_that_exist(m, n, config, expected):
+    assert kernel.tail_box_rows(config, m, n) == expected

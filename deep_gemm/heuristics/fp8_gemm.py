@@ -54,6 +54,10 @@ SMEM_BYTES_PER_CYCLE = 120.0
 # Tiles whose promotion selects a B scale per column group at run time (Fp8GemmConfig.
 # selects_scales_per_column): the selects cost about as much as the FFMAs they feed.
 SCALE_SELECT_LOSS = 1.2
+# ... and a fixed cost per tile for them (setting up the per-column scale selection, outside the
+# k-loop): at K=576 (5 k-blocks) 64x56/64x112 ran 3-5% behind 64x64/64x128 on the HBM floor, while a
+# per-k-block cost of more than ~10 cycles flips the K=7168 picks (fitted on the s16 sweeps).
+SCALE_SELECT_TILE_CYCLES = 400
 # Multicast pairs run their two CTAs in lockstep (a stage is free only when both consumers are done
 # with it), which costs more than the halved L2 traffic of the shared operand saves at M=4096.
 PAIR_LOCKSTEP_LOSS = 1.02
@@ -153,6 +157,8 @@ def estimate(cfg: Fp8GemmConfig, m: int, n: int, k: int, groups: int = 1, expert
     # tensor work, in the slice that holds it (the first slices are the longest under split-K).
     short = 1 - cfg.k_tail / K_STEPS if cfg.k_tail and split == 1 else 0.0
     tile_cycles = kb_per_cta * max(compute, load, latency) - short * compute + TILE_OVERHEAD_CYCLES
+    if cfg.selects_scales_per_column():
+        tile_cycles += SCALE_SELECT_TILE_CYCLES
     if split > 1:
         tile_cycles += SPLIT_REDUCE_CYCLES + SPLIT_PER_CTA_CYCLES * split + bm * bn * 4 / DSMEM_BYTES_PER_CYCLE
     unique_bytes = groups * (m * k + n * k + m * n * cfg.out_bytes)
