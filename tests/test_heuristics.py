@@ -400,3 +400,15 @@ def test_decode_tiles_at_short_k_avoid_selecting_scales_per_column():
 ])
 def test_tail_boxes_load_only_rows_that_exist(m, n, config, expected):
     assert kernel.tail_box_rows(config, m, n) == expected
+
+
+def test_tail_boxes_are_a_compiled_variant_only_where_needed():
+    """Choosing the maps per tile cost 2% at 4096x32768x512 (session 17), so only problems with a
+    tail compile it: other kernels keep their names (and code)."""
+    base = Fp8GemmConfig(256, 128, 3, 2)
+    assert kernel.with_tail_boxes(base, 4096, 32768) is base
+    assert not base.kernel_name().endswith("_tb")
+    tailed = kernel.with_tail_boxes(base, 4097, 32768)
+    assert tailed.tail_boxes and tailed.kernel_name() == base.kernel_name() + "_tb"
+    assert "true>" in tailed.kernel_expr() and "false>" in base.kernel_expr()
+    assert kernel.with_tail_boxes(tailed, 4096, 32768) == base

@@ -25,16 +25,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from deep_gemm.heuristics import fp8_gemm as heur  # noqa: E402
 from deep_gemm.kernels.fp8_gemm import Fp8GemmConfig  # noqa: E402
 
-NAME = re.compile(r"fp8_gemm_m(\d+)_n(\d+)_s(\d+)_wg(\d+)_p(\d)_(bf16|f32)_e(\d)(_pp)?(?:_g(\d))?(?:_k(\d))?(?:_u(\d))?(?:_t(\d+))?$")
+NAME = re.compile(r"fp8_gemm_m(\d+)_n(\d+)_s(\d+)_wg(\d+)_p(\d)_(bf16|f32)_e(\d)(_pp)?(?:_g(\d))?(?:_k(\d))?(?:_u(\d))?(?:_t(\d+))?(_tb)?$")
 
 
 def parse(name: str, raster: int) -> Fp8GemmConfig:
     m = NAME.match(name)
     if not m:
         raise ValueError(f"not an FP8 GEMM kernel name: {name}")
-    bm, bn, st, wg, pair, out, epi, pp, kind, split, unroll, tail = m.groups()
+    bm, bn, st, wg, pair, out, epi, pp, kind, split, unroll, tail, tail_boxes = m.groups()
     cfg = Fp8GemmConfig(int(bm), int(bn), int(st), int(wg), int(pair), out == "f32", int(epi), pp is not None,
-                        int(kind or 0), int(split or 1), raster_group=raster, k_tail=int(tail or 0))
+                        int(kind or 0), int(split or 1), raster_group=raster, k_tail=int(tail or 0),
+                        tail_boxes=tail_boxes is not None)
     # A name without _u is a rolled main loop (every serial kernel before session 8). The unroll
     # is spelled out only where it differs from the default, so configs compare equal to the
     # model's candidates.
@@ -44,7 +45,7 @@ def parse(name: str, raster: int) -> Fp8GemmConfig:
 def tile(name: str) -> str:
     """A kernel name without its unroll: the model ranks tiles, and sweeps from before the main
     loop was unrolled still rank the same tiles."""
-    return re.sub(r"_u\d(?=(_t\d+)?$)", "", name)
+    return re.sub(r"_u\d(?=(_t\d+)?(_tb)?$)", "", name)
 
 
 def load(paths):

@@ -75,7 +75,7 @@ def configs_for(shapes, num_sms: int, out_f32: bool = False, reports: dict | Non
     compiles candidates until one has no spills. When `reports` is given, each kernel compiled on
     the way is recorded there by name."""
     from ..heuristics.fp8_gemm import first_without_spills, ranked_configs
-    from ..kernels.fp8_gemm import EPI_TMA_STORE, KIND_CONTIGUOUS, KIND_DENSE, KIND_MASKED
+    from ..kernels.fp8_gemm import EPI_TMA_STORE, KIND_CONTIGUOUS, KIND_DENSE, KIND_MASKED, with_tail_boxes
 
     def build(cfg):
         report = _build_one(cfg, 0)
@@ -91,6 +91,8 @@ def configs_for(shapes, num_sms: int, out_f32: bool = False, reports: dict | Non
     seen = {}
     for kind, m, n, k, g in problems:
         cfg = first_without_spills(ranked_configs(m, n, k, out_f32, EPI_TMA_STORE, num_sms, kind, g), build)
+        # The variant Fp8GemmPlan will launch (masked: rows stand for M_max).
+        cfg = with_tail_boxes(cfg, m, n)
         name = cfg.kernel_name()
         if name not in seen or k > seen[name][1]:
             seen[name] = (cfg, k)

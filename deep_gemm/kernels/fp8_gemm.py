@@ -25,13 +25,13 @@ KIND_DENSE, KIND_CONTIGUOUS, KIND_MASKED = 0, 1, 2
 
 Fp8GemmParams = params_struct("Fp8GemmParams", [
     ("tma_a", TensorMapBytes), ("tma_b", TensorMapBytes), ("tma_sfa", TensorMapBytes), ("tma_d", TensorMapBytes),
-    ("tma_d_tail", TensorMapBytes), ("tma_a_tail", TensorMapBytes), ("tma_sfa_tail", TensorMapBytes),
-    ("tma_b_tail", TensorMapBytes),
+    ("tma_d_tail", TensorMapBytes),
     ("sfb", ctypes.c_uint64), ("d", ctypes.c_uint64), ("grouped_layout", ctypes.c_uint64),
     ("m", ctypes.c_uint32), ("n", ctypes.c_uint32), ("k", ctypes.c_uint32),
     ("sfb_ld", ctypes.c_uint32), ("ldd", ctypes.c_uint32), ("raster_group", ctypes.c_uint32),
     ("num_groups", ctypes.c_uint32), ("sfb_group_stride", ctypes.c_uint32),
-    ("a_tail_rows", ctypes.c_uint32), ("b_tail_rows", ctypes.c_uint32)])
+    ("a_tail_rows", ctypes.c_uint32), ("b_tail_rows", ctypes.c_uint32),
+    ("tma_a_tail", TensorMapBytes), ("tma_sfa_tail", TensorMapBytes), ("tma_b_tail", TensorMapBytes)])
 _OFF_A, _OFF_B, _OFF_SFA, _OFF_D, _OFF_D_TAIL, _OFF_A_TAIL, _OFF_SFA_TAIL, _OFF_B_TAIL = (
     getattr(Fp8GemmParams, f).offset
     for f in ("tma_a", "tma_b", "tma_sfa", "tma_d", "tma_d_tail", "tma_a_tail", "tma_sfa_tail", "tma_b_tail"))
@@ -100,6 +100,12 @@ def tail_box_rows(config: "Fp8GemmConfig", m: int, n: int) -> tuple[int, int]:
     return (a_rows if a_ok else 0), (b_rows if b_ok else 0)
 
 
+def with_tail_boxes(config: "Fp8GemmConfig", m: int, n: int) -> "Fp8GemmConfig":
+    """`config` compiled with tail boxes exactly when an M x N problem has a tail to load."""
+    needed = any(tail_box_rows(config, m, n))
+    return config if config.tail_boxes == needed else dataclasses.replace(config, tail_boxes=needed)
+
+
 @dataclasses.dataclass(frozen=True)
 class Fp8GemmConfig:
     block_m: int
@@ -123,6 +129,9 @@ class Fp8GemmConfig:
     # 32-wide K steps of data in the problem's last k-block, which then runs only those wgmmas
     # (k_tail_steps(K): 1-3; 0 = all four). Follows from K: the heuristic and the API set it.
     k_tail: int = 0
+    # The last row (column) block loads through a TMA box of only the rows that exist, when M (N)
+    # is not a multiple of the tile (tail_box_rows). Follows from M and N: Fp8GemmPlan sets it.
+    tail_boxes: bool = False
     # run-time parameters (not template arguments)
     raster_group: int = 8
     num_sms: int = 132
@@ -199,7 +208,7 @@ class Fp8GemmConfig:
     def template_args(self) -> str:
         return (f"{self.block_m}, {self.block_n}, {self.stages}, {self.num_math_wg}, {self.pair_axis}, "
                 f"{'true' if self.out_f32 else 'false'}, {self.epilogue}, {'true' if self.pipelined else 'false'}, "
-                f"{self.kind}, {self.split_k}, {self.k_unroll}, {self.k_tail}")
+                f"{self.kind}, {self.split_k}, {self.k_unroll}, {self.k_tail}, {'true' if self.tail_boxes else 'false'}")
 
     def kernel_name(self) -> str:
         """Unique per compiled kernel (run-time fields excluded)."""
@@ -208,7 +217,8 @@ class Fp8GemmConfig:
                 f"{'' if self.kind == KIND_DENSE else f'_g{self.kind}'}"
                 f"{'' if self.split_k == 1 else f'_k{self.split_k}'}"
                 f"{'' if self.k_unroll == 1 else f'_u{self.k_unroll}'}"
-                f"{'' if self.k_tail == 0 else f'_t{self.k_tail}'}")
+                f"{'' if self.k_tail == 0 else f'_t{self.k_tail}'}"
+                f"{'_tb' if self.tail_boxes else ''}")
 
     def check(self) -> None:
         """Raises ValueError for configs the kernel cannot run (mirrors its static_asserts)."""
@@ -275,6 +285,7 @@ class Fp8GemmPlan:
     for the contiguous kind, m is M_sum."""
 
     def __init__(self, config: Fp8GemmConfig, m: int, n: int, k: int, device: int, num_groups: int = 1):
+        config = with_tail_boxes(config, m, n)
         config.check()
         if k <= 0:
             # Serial kernels run a tile's first k-block unconditionally; the API handles K = 0.

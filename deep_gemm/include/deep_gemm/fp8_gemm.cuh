@@ -38,9 +38,6 @@ struct Fp8GemmParams {
     TmaDescriptor tma_sfa;  // sfa [K/128 blocks, M] (M innermost), box [BLOCK_M, 1]
     TmaDescriptor tma_d;        // D [M, N], box [128 bytes of columns, rows per warpgroup], SWIZZLE_128B
     TmaDescriptor tma_d_tail;   // D [M, N], box [BLOCK_N % chunk columns, rows per warpgroup], unswizzled
-    // The last row block of A (and sfa) and the last column block of B, when M or N is not a
-    // multiple of the tile: boxes of only the rows that exist (a_tail_rows, b_tail_rows; 0 = none).
-    TmaDescriptor tma_a_tail, tma_sfa_tail, tma_b_tail;
     const float* sfb;       // [ceil(N/128), sfb_ld] (grouped: one such block per expert, sfb_group_stride apart)
     void* d;                // D itself, for the direct-store epilogue
     const i32* grouped_layout;   // contiguous: expert id per row of A; masked: valid rows per expert
@@ -50,7 +47,11 @@ struct Fp8GemmParams {
     u32 raster_group;       // N units per scheduler group
     u32 num_groups;
     u32 sfb_group_stride;   // elements between two experts' sfb blocks
+    // TAIL_BOXES kernels: the last row block of A (and sfa) and the last column block of B, when M or
+    // N is not a multiple of the tile, load through boxes of only the rows that exist
+    // (a_tail_rows, b_tail_rows; 0 = no such block). Last, so the fields above keep their offsets.
     u32 a_tail_rows, b_tail_rows;
+    TmaDescriptor tma_a_tail, tma_sfa_tail, tma_b_tail;
 };
 
 // How results leave the kernel.
@@ -62,7 +63,7 @@ enum Epilogue : u32 {
 };
 
 template <u32 BLOCK_M, u32 BLOCK_N, u32 STAGES, u32 NUM_MATH_WG, u32 PAIR_AXIS, bool OUT_F32, u32 EPILOGUE,
-          bool PIPELINED, u32 KIND, u32 SPLIT_K, u32 K_UNROLL, u32 K_TAIL>
+          bool PIPELINED, u32 KIND, u32 SPLIT_K, u32 K_UNROLL, u32 K_TAIL, bool TAIL_BOXES>
 struct Fp8GemmConfig {
     static constexpr u32 BLOCK_K = 128;
     static constexpr u32 K_STEPS = BLOCK_K / 32;   // m64nNk32 wgmmas per k-block and m64 slice
@@ -92,6 +93,7 @@ struct Fp8GemmConfig {
     static constexpr u32 A_STAGE_BYTES = BLOCK_M * BLOCK_K;
     static constexpr u32 B_STAGE_BYTES = BLOCK_N * BLOCK_K;
     static constexpr u32 SFA_STAGE_BYTES = BLOCK_M * 4;
+    static constexpr u32 STAGE_TX_BYTES = A_STAGE_BYTES + B_STAGE_BYTES + SFA_STAGE_BYTES;
     static constexpr u32 D_WG_BYTES = TMA_EPILOGUE ? WG_M * BLOCK_N * OUT_BYTES : 0;
 
     // Layout of dynamic shared memory (offsets from a 1024-aligned base). The sfb copy of each math
@@ -440,11 +442,11 @@ DG_DEVICE void reduce_split_k_tile(const Fp8GemmParams& p, u8* smem, const float
 }
 
 template <u32 BLOCK_M, u32 BLOCK_N, u32 STAGES, u32 NUM_MATH_WG, u32 PAIR_AXIS, bool OUT_F32, u32 EPILOGUE,
-          bool PIPELINED, u32 KIND, u32 SPLIT_K, u32 K_UNROLL, u32 K_TAIL>
+          bool PIPELINED, u32 KIND, u32 SPLIT_K, u32 K_UNROLL, u32 K_TAIL, bool TAIL_BOXES>
 __global__ void __launch_bounds__((NUM_MATH_WG + 1) * 128, 1)
 fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
     using Cfg = Fp8GemmConfig<BLOCK_M, BLOCK_N, STAGES, NUM_MATH_WG, PAIR_AXIS, OUT_F32, EPILOGUE, PIPELINED, KIND,
-                              SPLIT_K, K_UNROLL, K_TAIL>;
+                              SPLIT_K, K_UNROLL, K_TAIL, TAIL_BOXES>;
     constexpr u32 BLOCK_K = Cfg::BLOCK_K;
     constexpr u32 CLUSTER = Cfg::CLUSTER;
 
@@ -466,11 +468,13 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
         tma_prefetch_descriptor(&p.tma_b);
         tma_prefetch_descriptor(&p.tma_sfa);
         if constexpr (Cfg::TMA_EPILOGUE) tma_prefetch_descriptor(&p.tma_d);
-        if (p.a_tail_rows != 0) {
-            tma_prefetch_descriptor(&p.tma_a_tail);
-            tma_prefetch_descriptor(&p.tma_sfa_tail);
+        if constexpr (TAIL_BOXES) {
+            if (p.a_tail_rows != 0) {
+                tma_prefetch_descriptor(&p.tma_a_tail);
+                tma_prefetch_descriptor(&p.tma_sfa_tail);
+            }
+            if (p.b_tail_rows != 0) tma_prefetch_descriptor(&p.tma_b_tail);
         }
-        if (p.b_tail_rows != 0) tma_prefetch_descriptor(&p.tma_b_tail);
         for (u32 s = 0; s < STAGES; ++s) {
             mbar_init(&full_bars[s], 1);
             // Every math warp of every CTA in the cluster releases a stage, since the multicast
@@ -513,13 +517,15 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
             const bool leader = elect_one_sync();
             Scheduler scheduler(p.m, p.n, p.raster_group, p.grouped_layout, p.num_groups, p.m);
             const u32 rank = scheduler.rank;
-            // Where the tile reaches past M or N, its loads go through the tail maps, whose boxes
-            // hold only rows that exist; the rows they leave out keep stale data and feed only
-            // outputs the stores skip. (Boxes mostly out of bounds, zero-filled by TMA, made decode
-            // kernels up to 1.7x slower: at M = 1, 63 of a 64-row A box.)
+            // TAIL_BOXES: where the tile reaches past M or N, its loads go through the tail maps,
+            // whose boxes hold only rows that exist; the rows they leave out keep stale data and
+            // feed only outputs the stores skip. (Boxes mostly out of bounds, zero-filled by TMA,
+            // made decode kernels up to 1.7x slower: at M = 1, 63 of a 64-row A box.) A template
+            // switch, because choosing the maps per tile cost 2% at 4096x32768x512 (4 k-blocks a tile).
             const TmaDescriptor *a_map = &p.tma_a, *sfa_map = &p.tma_sfa, *b_map = &p.tma_b;
-            u32 stage_tx_bytes = 0;
+            u32 stage_tx_bytes = Cfg::STAGE_TX_BYTES;
             auto choose_maps = [&](i32 m0, i32 n0) {
+                if constexpr (!TAIL_BOXES) return;
                 const bool a_tail = p.a_tail_rows != 0 && m0 + BLOCK_M > p.m;
                 const bool b_tail = p.b_tail_rows != 0 && n0 + BLOCK_N > p.n;
                 a_map = a_tail ? &p.tma_a_tail : &p.tma_a;
