@@ -108,3 +108,19 @@ def test_precompile_bad_shapes_is_a_clean_message(shapes, cache_dir):
     assert p.returncode != 0
     assert "Traceback" not in p.stderr, p.stderr
     assert "--shapes" in p.stderr
+
+
+def test_precompile_builds_the_tail_box_variants_the_plans_launch(cache_dir):
+    """A plan for M = 1 launches the tail-box variant (_tb) of its pick; a masked call's M_max is the
+    caller's buffer size, so both variants of a masked pick are built."""
+    from deep_gemm.jit import precompile
+    from deep_gemm.kernels.fp8_gemm import with_tail_boxes
+
+    dense = precompile.configs_for([(1, 2112, 7168), (4096, 7168, 2048)], 132)
+    names = sorted(cfg.kernel_name() for cfg, _ in dense)
+    assert [n.endswith("_tb") for n in names].count(True) == 1, names
+    for cfg, _ in dense:
+        assert cfg == with_tail_boxes(cfg, 1, 2112) or cfg == with_tail_boxes(cfg, 4096, 7168)
+    masked = precompile.configs_for([], 132, grouped=[("masked", 20, 4096, 7168, 6)])
+    masked_names = sorted(cfg.kernel_name() for cfg, _ in masked)
+    assert len(masked_names) == 2 and masked_names[1] == masked_names[0] + "_tb", masked_names

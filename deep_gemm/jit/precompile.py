@@ -90,12 +90,16 @@ def configs_for(shapes, num_sms: int, out_f32: bool = False, reports: dict | Non
     problems += [(kinds[kind], m, n, k, g) for kind, m, n, k, g in grouped]
     seen = {}
     for kind, m, n, k, g in problems:
-        cfg = first_without_spills(ranked_configs(m, n, k, out_f32, EPI_TMA_STORE, num_sms, kind, g), build)
-        # The variant Fp8GemmPlan will launch (masked: rows stand for M_max).
-        cfg = with_tail_boxes(cfg, m, n)
-        name = cfg.kernel_name()
-        if name not in seen or k > seen[name][1]:
-            seen[name] = (cfg, k)
+        picked = first_without_spills(ranked_configs(m, n, k, out_f32, EPI_TMA_STORE, num_sms, kind, g), build)
+        # The variant Fp8GemmPlan will launch. A masked call's M_max is the size of the caller's
+        # buffer, not the expected rows, so both variants that the expected rows allow.
+        variants = [with_tail_boxes(picked, m, n)]
+        if kind == KIND_MASKED and with_tail_boxes(picked, 128 * -(-m // 128), n) not in variants:
+            variants.append(with_tail_boxes(picked, 128 * -(-m // 128), n))
+        for cfg in variants:
+            name = cfg.kernel_name()
+            if name not in seen or k > seen[name][1]:
+                seen[name] = (cfg, k)
     return list(seen.values())
 
 
