@@ -412,3 +412,18 @@ def test_tail_boxes_are_a_compiled_variant_only_where_needed():
     assert tailed.tail_boxes and tailed.kernel_name() == base.kernel_name() + "_tb"
     assert "true>" in tailed.kernel_expr() and "false>" in base.kernel_expr()
     assert kernel.with_tail_boxes(tailed, 4096, 32768) == base
+
+
+def test_resolve_config_builds_only_the_variant_the_plan_launches(monkeypatch):
+    """A cold call with a tail compiles the _tb kernel once, not the plain one first for the spill
+    check (session 17)."""
+    built = []
+    monkeypatch.setattr(kernel.Fp8GemmConfig, "build", lambda c: built.append(c.kernel_name()) or _fake_kernel(c, False))
+    ranked = lambda: h.ranked_configs(1, 2112, 7168, False, EPI_TMA_STORE, 132)  # noqa: E731
+    cfg = calls.resolve_config(ranked, None, 132, "test", mn=(1, 2112), out_f32=False, epilogue=EPI_TMA_STORE)
+    assert cfg.tail_boxes and set(built) == {cfg.kernel_name()}
+    built.clear()
+    forced = calls.resolve_config(ranked, Fp8GemmConfig(64, 64, 8, 1, pipelined=True), 132, "test", mn=(1, 2112),
+                                  out_f32=False, epilogue=EPI_TMA_STORE)
+    assert forced.tail_boxes and forced == kernel.with_tail_boxes(forced, 1, 2112)
+    assert all(name.endswith("_tb") for name in built)

@@ -17,17 +17,23 @@ NAMES_V2 = ("a", "b", "d")
 NAMES_V1 = ("lhs", "rhs", "out")
 
 
-def resolve_config(ranked, config, num_sms: int, what: str, **from_call) -> kernel.Fp8GemmConfig:
+def resolve_config(ranked, config, num_sms: int, what: str, mn: tuple[int, int] = (0, 0),
+                   **from_call) -> kernel.Fp8GemmConfig:
     """The heuristic's pick from `ranked()` (the first whose kernel does not spill), or the user's
     forced config with the fields that follow from the call (`from_call`: output type, epilogue, K tail,
     kind) and at most the device's SMs, its main loop rolled if the user left the unroll open and
-    the unrolled one spills. Warns when the kernel uses local memory anyway."""
+    the unrolled one spills. Either as the tail-box variant that Fp8GemmPlan launches for an
+    M x N problem (`mn`: M_max for the masked kind), so the cold call compiles one kernel, not two.
+    Warns when the kernel uses local memory anyway."""
+    m, n = mn
     if config is None:
-        cfg = heuristics.first_without_spills(ranked(), lambda c: c.build())
+        cfg = heuristics.first_without_spills((kernel.with_tail_boxes(c, m, n) for c in ranked()),
+                                              lambda c: c.build())
     else:
         if not isinstance(config, kernel.Fp8GemmConfig):
             raise TypeError(f"config: expected a deep_gemm.Fp8GemmConfig, got {type(config).__name__}")
-        cfg = dataclasses.replace(config, num_sms=min(config.num_sms, num_sms), **from_call)
+        cfg = kernel.with_tail_boxes(dataclasses.replace(config, num_sms=min(config.num_sms, num_sms), **from_call),
+                                     m, n)
         if config.unroll is None:
             # The unroll is left to us: rolled if the unrolled loop spills with this compiler.
             cfg = heuristics.first_without_spills([cfg], lambda c: c.build())

@@ -112,7 +112,7 @@ def _fp8_gemm_nt(a, b, d, c, recipe, config, names) -> None:
 
 def _make_plan(m, n, k, out_f32, epilogue, dev, num_sms, config) -> kernel.Fp8GemmPlan:
     cfg = resolve_config(lambda: heuristics.ranked_configs(m, n, k, out_f32, epilogue, num_sms), config, num_sms,
-                          f"fp8_gemm_nt M={m} N={n} K={k}", out_f32=out_f32, epilogue=epilogue,
+                          f"fp8_gemm_nt M={m} N={n} K={k}", mn=(m, n), out_f32=out_f32, epilogue=epilogue,
                           k_tail=kernel.k_tail_steps(k))
     if envs.print_configs():
         print(f"[deep_gemm] fp8_gemm_nt {heuristics.describe(cfg, m, n, k)}")

@@ -81,7 +81,7 @@ def _plan(kind, m, n, k, groups, expected_m, epilogue, dev, config) -> kernel.Fp
     what = "masked" if kind == kernel.KIND_MASKED else "contiguous"
     rows = expected_m if kind == kernel.KIND_MASKED else m   # the model's m: per expert, or all rows
     cfg = resolve_config(lambda: heuristics.ranked_configs(rows, n, k, False, epilogue, num_sms, kind, groups),
-                          config, num_sms, f"m_grouped_fp8_gemm_nt_{what} M={m} N={n} K={k} G={groups}",
+                          config, num_sms, f"m_grouped_fp8_gemm_nt_{what} M={m} N={n} K={k} G={groups}", mn=(m, n),
                           out_f32=False, epilogue=epilogue, kind=kind, k_tail=kernel.k_tail_steps(k))
     if envs.print_configs():
         print(f"[deep_gemm] m_grouped {what} G={groups}: {heuristics.describe(cfg, m, n, k)}")
