@@ -24,7 +24,7 @@ for s in $steps; do
         clusters) run_step clusters 60 python3 tools/cluster_capacity.py ;;
         precompile) run_step precompile 180 python3 -m deep_gemm precompile ;;
         runtime) run_step runtime 120 python3 -m pytest -q -s -p no:cacheprovider --timeout=60 -rf tests/test_gpu_runtime.py ;;
-        gemm) run_step gemm ${GEMM_LIMIT:-240} python3 -m pytest -q -p no:cacheprovider --timeout=60 --maxfail=${GEMM_MAXFAIL:-15} -rf tests/test_gpu_fp8_gemm.py ;;
+        gemm) run_step gemm ${GEMM_LIMIT:-330} python3 -m pytest -q -p no:cacheprovider --timeout=60 --maxfail=${GEMM_MAXFAIL:-15} -rf tests/test_gpu_fp8_gemm.py ;;
         bench) run_step bench ${BENCH_LIMIT:-240} python3 -m benchmarks.run --out "$OUT" --deep-gemm-kernel fp8_gemm_kernel ${BENCH_ARGS:-} ;;
         groupedbench) run_step groupedbench ${GROUPED_BENCH_LIMIT:-240} python3 -m benchmarks.grouped --out "$OUT" ;;
         grouped) run_step grouped ${GROUPED_LIMIT:-240} python3 -m pytest -q -p no:cacheprovider --timeout=60 --maxfail=${GEMM_MAXFAIL:-15} -rf tests/test_gpu_grouped.py ;;
