@@ -427,3 +427,29 @@ def test_resolve_config_builds_only_the_variant_the_plan_launches(monkeypatch):
                                   out_f32=False, epilogue=EPI_TMA_STORE)
     assert forced.tail_boxes and forced == kernel.with_tail_boxes(forced, 1, 2112)
     assert all(name.endswith("_tb") for name in built)
+
+
+def test_plan_encodes_tail_maps_with_boxes_of_the_rows_that_exist(monkeypatch):
+    """M = 1 on 64x56 tiles at N = 2112: the main maps keep whole boxes, the A/sfa tail maps hold 8
+    rows and the B tail map 40 (2112 = 37 * 56 + 40); no tail, no tail maps."""
+    from unittest import mock
+
+    from deep_gemm.jit import runtime
+    encoded = []
+    monkeypatch.setattr(runtime, "tensor_map", lambda *a, **kw: encoded.append(a) or bytes(128))
+    monkeypatch.setattr(runtime, "get_kernel", mock.MagicMock())
+    monkeypatch.setattr(runtime, "Launcher", mock.MagicMock(**{"return_value.max_active_clusters.return_value": 39}))
+    cfg = Fp8GemmConfig(64, 56, 8, 1, pipelined=True, split_k=3)
+    plan = kernel.Fp8GemmPlan(cfg, 1, 2112, 7168, 0)
+    assert plan.config.tail_boxes
+    p = plan.make_params(1 << 20, 7168, 2 << 20, 7168, 3 << 20, 4, 4 << 20, 56, 5 << 20, 2112)
+    boxes = [(dtype, box) for dtype, _, _, _, box, *_ in encoded]
+    assert boxes == [("e4m3", (128, 64)), ("f32", (64, 1)), ("e4m3", (128, 56)),
+                     ("e4m3", (128, 8)), ("f32", (8, 1)), ("e4m3", (128, 40))] + boxes[6:]
+    assert (p.a_tail_rows, p.b_tail_rows) == (8, 40)
+    encoded.clear()
+    plan = kernel.Fp8GemmPlan(cfg, 64, 2128, 7168, 0)   # 2128 = 38 * 56
+    p = plan.make_params(1 << 20, 7168, 2 << 20, 7168, 3 << 20, 64, 4 << 20, 56, 5 << 20, 2128)
+    assert not plan.config.tail_boxes and (p.a_tail_rows, p.b_tail_rows) == (0, 0)
+    assert [a[4] for a in encoded[:3]] == [(128, 64), (64, 1), (128, 56)]   # then D's, no tails
+    assert not any(a[4] in ((128, 8), (8, 1)) for a in encoded)

@@ -311,9 +311,10 @@ class Fp8GemmPlan:
         self.grid = max(clusters, 1) * config.cluster
         self.launcher = runtime.Launcher(func, self.grid, config.num_threads, smem, config.cluster)
         c = config
-        self.a_box = (BLOCK_K, c.block_m // 2 if c.pair_axis == PAIR_N else c.block_m)
-        self.b_box = (BLOCK_K, c.block_n // 2 if c.pair_axis == PAIR_M else c.block_n)
-        self.sfa_box = (c.block_m, 1)
+        # Rows of the A and B boxes (a multicast pair loads half the shared operand per CTA); the sfa
+        # box has block_m.
+        self.a_rows = c.block_m // 2 if c.pair_axis == PAIR_N else c.block_m
+        self.b_rows = c.block_n // 2 if c.pair_axis == PAIR_M else c.block_n
         # The TMA epilogue stores 128-byte column chunks (swizzled) and a narrower tail chunk.
         chunk = 128 // c.out_bytes
         self.d_box = (chunk, c.wg_m)
@@ -321,7 +322,6 @@ class Fp8GemmPlan:
         self.d_dtype = "f32" if c.out_f32 else "bf16"
         self.a_tail_rows, self.b_tail_rows = tail_box_rows(c, m, n)
         if c.kind == KIND_MASKED:
-            self.a_box, self.sfa_box = self.a_box + (1,), self.sfa_box + (1,)
             self.d_box, self.d_tail_box = self.d_box + (1,), self.d_tail_box + (1,)
 
     def num_tile_units(self) -> int:
@@ -344,27 +344,30 @@ class Fp8GemmPlan:
         tensor_map = runtime.tensor_map
         masked = c.kind == KIND_MASKED
         p = Fp8GemmParams()
-        if masked:
-            a_map = tensor_map("e4m3", a_ptr, (k, m, g), (lda, a_group_stride), self.a_box, 128)
-            sfa_map = tensor_map("f32", sfa_ptr, (m, kb, g), (sfa_ld * 4, sfa_group_stride * 4), self.sfa_box)
-        else:
-            a_map = tensor_map("e4m3", a_ptr, (k, m), (lda,), self.a_box, 128)
-            sfa_map = tensor_map("f32", sfa_ptr, (m, kb), (sfa_ld * 4,), self.sfa_box)
+        # The masked kind adds the expert as A's and sfa's outermost dimension.
+        extra_dim = (g,) if masked else ()
+
+        def a_and_sfa_maps(a_rows: int, sfa_rows: int) -> tuple[bytes, bytes]:
+            box = (1,) if masked else ()
+            a = tensor_map("e4m3", a_ptr, (k, m) + extra_dim, (lda,) + ((a_group_stride,) if masked else ()),
+                           (BLOCK_K, a_rows) + box, 128)
+            sfa = tensor_map("f32", sfa_ptr, (m, kb) + extra_dim,
+                             (sfa_ld * 4,) + ((sfa_group_stride * 4,) if masked else ()), (sfa_rows, 1) + box)
+            return a, sfa
+
+        def b_map(rows: int) -> bytes:
+            return tensor_map("e4m3", b_ptr, (k, n * g), (ldb,), (BLOCK_K, rows), 128)
+
+        a_map, sfa_map = a_and_sfa_maps(self.a_rows, c.block_m)
         set_tensor_map(p, _OFF_A, a_map)
-        set_tensor_map(p, _OFF_B, tensor_map("e4m3", b_ptr, (k, n * g), (ldb,), self.b_box, 128))
+        set_tensor_map(p, _OFF_B, b_map(self.b_rows))
         set_tensor_map(p, _OFF_SFA, sfa_map)
         if self.a_tail_rows:
-            rows = self.a_tail_rows
-            if masked:
-                a_map = tensor_map("e4m3", a_ptr, (k, m, g), (lda, a_group_stride), (BLOCK_K, rows, 1), 128)
-                sfa_map = tensor_map("f32", sfa_ptr, (m, kb, g), (sfa_ld * 4, sfa_group_stride * 4), (rows, 1, 1))
-            else:
-                a_map = tensor_map("e4m3", a_ptr, (k, m), (lda,), (BLOCK_K, rows), 128)
-                sfa_map = tensor_map("f32", sfa_ptr, (m, kb), (sfa_ld * 4,), (rows, 1))
+            a_map, sfa_map = a_and_sfa_maps(self.a_tail_rows, self.a_tail_rows)
             set_tensor_map(p, _OFF_A_TAIL, a_map)
             set_tensor_map(p, _OFF_SFA_TAIL, sfa_map)
         if self.b_tail_rows:
-            set_tensor_map(p, _OFF_B_TAIL, tensor_map("e4m3", b_ptr, (k, n * g), (ldb,), (BLOCK_K, self.b_tail_rows), 128))
+            set_tensor_map(p, _OFF_B_TAIL, b_map(self.b_tail_rows))
         if c.tma_epilogue:
             elem = c.out_bytes
             dims, strides = (n, m), (ldd * elem,)

@@ -93,8 +93,8 @@ struct Fp8GemmConfig {
     static constexpr u32 A_STAGE_BYTES = BLOCK_M * BLOCK_K;
     static constexpr u32 B_STAGE_BYTES = BLOCK_N * BLOCK_K;
     static constexpr u32 SFA_STAGE_BYTES = BLOCK_M * 4;
-    static constexpr u32 STAGE_TX_BYTES = A_STAGE_BYTES + B_STAGE_BYTES + SFA_STAGE_BYTES;
     static constexpr u32 D_WG_BYTES = TMA_EPILOGUE ? WG_M * BLOCK_N * OUT_BYTES : 0;
+    static constexpr u32 STAGE_TX_BYTES = A_STAGE_BYTES + B_STAGE_BYTES + SFA_STAGE_BYTES;
 
     // Layout of dynamic shared memory (offsets from a 1024-aligned base). The sfb copy of each math
     // warpgroup comes last because its size depends on K.
