@@ -94,7 +94,14 @@ struct Fp8GemmConfig {
     static constexpr u32 B_STAGE_BYTES = BLOCK_N * BLOCK_K;
     static constexpr u32 SFA_STAGE_BYTES = BLOCK_M * 4;
     static constexpr u32 D_WG_BYTES = TMA_EPILOGUE ? WG_M * BLOCK_N * OUT_BYTES : 0;
-    static constexpr u32 STAGE_TX_BYTES = A_STAGE_BYTES + B_STAGE_BYTES + SFA_STAGE_BYTES;
+    // Bytes a stage's loads deliver, per A row (its k-block and its scale) and per B row, and in
+    // all. A tail box delivers fewer rows, and its stage counts them with the same per-row bytes.
+    static constexpr u32 A_ROW_TX_BYTES = (A_STAGE_BYTES + SFA_STAGE_BYTES) / BLOCK_M;
+    static constexpr u32 B_ROW_TX_BYTES = B_STAGE_BYTES / BLOCK_N;
+    static constexpr u32 STAGE_TX_BYTES = BLOCK_M * A_ROW_TX_BYTES + BLOCK_N * B_ROW_TX_BYTES;
+    DG_DEVICE static u32 stage_tx_bytes(u32 a_rows, u32 b_rows) {
+        return a_rows * A_ROW_TX_BYTES + b_rows * B_ROW_TX_BYTES;
+    }
 
     // Layout of dynamic shared memory (offsets from a 1024-aligned base). The sfb copy of each math
     // warpgroup comes last because its size depends on K.
@@ -531,8 +538,8 @@ fp8_gemm_kernel(const __grid_constant__ Fp8GemmParams p) {
                 a_map = a_tail ? &p.tma_a_tail : &p.tma_a;
                 sfa_map = a_tail ? &p.tma_sfa_tail : &p.tma_sfa;
                 b_map = b_tail ? &p.tma_b_tail : &p.tma_b;
-                stage_tx_bytes = (a_tail ? p.a_tail_rows : BLOCK_M) * (BLOCK_K + 4) +
-                                 (b_tail ? p.b_tail_rows : BLOCK_N) * BLOCK_K;
+                stage_tx_bytes = Cfg::stage_tx_bytes(a_tail ? p.a_tail_rows : BLOCK_M,
+                                                     b_tail ? p.b_tail_rows : BLOCK_N);
             };
             // Stage s: A, B and A's scales of k-block kb, all counted by the stage's full barrier.
             auto load_stage = [&](u32 s, u32 kb, i32 m0, i32 b_row0, u32 expert) {
