@@ -344,16 +344,18 @@ class Fp8GemmPlan:
         tensor_map = runtime.tensor_map
         masked = c.kind == KIND_MASKED
         p = Fp8GemmParams()
-        # The masked kind adds the expert as A's and sfa's outermost dimension.
-        extra_dim = (g,) if masked else ()
+        # The masked kind adds the expert as A's and sfa's outermost dimension, one expert a box.
+        if masked:
+            a_dims, a_strides = (k, m, g), (lda, a_group_stride)
+            sfa_dims, sfa_strides = (m, kb, g), (sfa_ld * 4, sfa_group_stride * 4)
+        else:
+            a_dims, a_strides = (k, m), (lda,)
+            sfa_dims, sfa_strides = (m, kb), (sfa_ld * 4,)
+        expert_box = (1,) if masked else ()
 
         def a_and_sfa_maps(a_rows: int, sfa_rows: int) -> tuple[bytes, bytes]:
-            box = (1,) if masked else ()
-            a = tensor_map("e4m3", a_ptr, (k, m) + extra_dim, (lda,) + ((a_group_stride,) if masked else ()),
-                           (BLOCK_K, a_rows) + box, 128)
-            sfa = tensor_map("f32", sfa_ptr, (m, kb) + extra_dim,
-                             (sfa_ld * 4,) + ((sfa_group_stride * 4,) if masked else ()), (sfa_rows, 1) + box)
-            return a, sfa
+            return (tensor_map("e4m3", a_ptr, a_dims, a_strides, (BLOCK_K, a_rows) + expert_box, 128),
+                    tensor_map("f32", sfa_ptr, sfa_dims, sfa_strides, (sfa_rows, 1) + expert_box))
 
         def b_map(rows: int) -> bytes:
             return tensor_map("e4m3", b_ptr, (k, n * g), (ldb,), (BLOCK_K, rows), 128)
